@@ -1,0 +1,1 @@
+"""Everything that touches a database server or the file system. Usable without Slack."""

@@ -1,0 +1,637 @@
+"""Load and validate ``migrabot.toml``.
+
+Every problem is reported at once, each with its key path::
+
+    >>> cfg, problems, warnings = check_config_text('''
+    ... [environments.prod]
+    ... database_url = "postgresql://app@db/prod"
+    ... required_approvals = "two"
+    ... ''')
+    >>> [str(p) for p in problems]
+    ['environments.prod.required_approvals: expected an integer, got "two"']
+
+With no file at all, the runbook's own variables (``DATABASE_URL``, ``NODE_ENV``)
+define one environment, so the bot points where the team's scripts point.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from bot.redact import redact, redact_obj, register_secret
+
+DEFAULT_CONFIG_PATH = "migrabot.toml"
+PROD_NAMES = {"prod", "production"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """The configuration has problems; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"the configuration has {len(problems)} problem(s):\n{lines}\n"
+            "Fix them, then run `migrabot check-config` again."
+        )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an atomic migration is retried when its lock timeout fires."""
+
+    max_attempts: int = 10
+    max_total: float = 300.0
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The runbook's DB_POOL_* settings (milliseconds as in the runbook)."""
+
+    min: int = 2
+    max: int = 10
+    idle_timeout_ms: int = 30000
+    acquire_timeout_ms: int = 60000
+
+
+@dataclass(frozen=True)
+class Retention:
+    keep_last: int | None = None
+    keep_days: float | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    database_url: str
+    migrations_dir: Path
+    backup_dir: Path
+    aliases: tuple[str, ...] = ()
+    direct_url: str | None = None
+    channel: str | None = None
+    approvers: tuple[str, ...] = ()
+    required_approvals: int = 0
+    allow_self_approval: bool = True
+    confirm_by_typing: bool = False
+    requires: tuple[str, ...] = ()
+    requesters: tuple[str, ...] = ()
+    operators: tuple[str, ...] = ()
+    health_url: str | None = None
+    pgbouncer_admin_url: str | None = None
+    lock_timeout: float = 1.0
+    statement_timeout: float | None = None
+    advisory_lock_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    backup_jobs: int = 0
+    backup_free_margin: float = 1.5
+    retention: Retention = field(default_factory=Retention)
+    approval_expiry: float = 4 * 3600.0
+    approval_reminder: float | None = 30 * 60.0
+    report_cron: str | None = None
+    health_cron: str | None = None
+    long_query_threshold: float = 60.0
+
+    @property
+    def migration_url(self) -> str:
+        """The URL migrations and backups use: ``direct_url`` when the app goes through pgBouncer."""
+        return self.direct_url or self.database_url
+
+    @property
+    def is_production(self) -> bool:
+        return bool({self.name, *self.aliases} & PROD_NAMES)
+
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class Config:
+    environments: dict[str, Environment]
+    state_path: Path = Path("migrabot.sqlite3")
+    timezone: str = "UTC"
+    approve_reactions: tuple[str, ...] = ("white_check_mark",)
+    reject_reactions: tuple[str, ...] = ("x",)
+    lint_exclude: tuple[str, ...] = ()
+    source: str = "defaults"
+
+    def environment(self, name: str) -> Environment | None:
+        """Find an environment by its name or one of its aliases (case-insensitive)."""
+        wanted = name.strip().lower()
+        for env in self.environments.values():
+            if wanted in (n.lower() for n in env.names()):
+                return env
+        return None
+
+    def environment_names(self) -> list[str]:
+        return list(self.environments)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration with every password and token redacted."""
+        data = asdict(self)
+        return redact_obj(_jsonable(data))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# --- value parsers ----------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|m|min|mins|h|d)?\s*$")
+_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "secs": 1.0, "m": 60.0, "min": 60.0,
+          "mins": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like ``"1s"``, ``"250ms"``, ``"5min"``, ``"2h"``.
+
+    >>> parse_duration("250ms"), parse_duration(3), parse_duration("5min")
+    (0.25, 3.0, 300.0)
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like \"1s\" or \"5min\", got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"expected a positive duration, got {value}")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError(f'expected a duration like "1s" or "5min", got "{value}"')
+
+
+def check_postgres_url(url: str) -> str | None:
+    """Return a problem with a PostgreSQL URL, or None when it looks usable."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError as exc:
+        return f"malformed URL ({exc})"
+    if parts.scheme not in ("postgres", "postgresql"):
+        return f'expected a postgresql:// URL, got scheme "{parts.scheme or "(none)"}"'
+    host = parts.hostname or parse_qs(parts.query).get("host", [None])[0]
+    if not host:
+        return "the URL has no host"
+    if not parts.path.strip("/") and not parse_qs(parts.query).get("dbname"):
+        return "the URL names no database (postgresql://user@host:5432/DBNAME)"
+    return None
+
+
+def url_has_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password) or "password=" in urlsplit(url).query
+    except ValueError:
+        return False
+
+
+# --- the schema -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Ctx:
+    environ: Mapping[str, str]
+    problems: list[Problem]
+    warnings: list[Problem]
+    base_dir: Path
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _resolve_env_ref(value: Any, path: str, ctx: _Ctx) -> Any:
+    """``env:NAME`` reads the environment variable NAME (secrets never live in the file)."""
+    if isinstance(value, str) and value.startswith("env:"):
+        var = value[4:].strip()
+        if not var:
+            ctx.problem(path, '"env:" needs a variable name, e.g. "env:DATABASE_URL"')
+            return None
+        if var not in ctx.environ or ctx.environ[var] == "":
+            ctx.problem(path, f"environment variable {var} is not set")
+            return None
+        return ctx.environ[var]
+    return value
+
+
+def _str(value: Any, path: str, ctx: _Ctx) -> str | None:
+    value = _resolve_env_ref(value, path, ctx)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        ctx.problem(path, f"expected a string, got {_type_name(value)}")
+        return None
+    return value
+
+
+def _int(value: Any, path: str, ctx: _Ctx, minimum: int = 0) -> int | None:
+    value = _resolve_env_ref(value, path, ctx)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        ctx.problem(path, f"expected an integer, got {_type_name(value)}")
+        return None
+    if value < minimum:
+        ctx.problem(path, f"expected an integer of at least {minimum}, got {value}")
+        return None
+    return value
+
+
+def _float(value: Any, path: str, ctx: _Ctx, minimum: float = 0.0) -> float | None:
+    value = _resolve_env_ref(value, path, ctx)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        ctx.problem(path, f"expected a number, got {_type_name(value)}")
+        return None
+    if value < minimum:
+        ctx.problem(path, f"expected a number of at least {minimum}, got {value}")
+        return None
+    return float(value)
+
+
+def _bool(value: Any, path: str, ctx: _Ctx) -> bool | None:
+    value = _resolve_env_ref(value, path, ctx)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        ctx.problem(path, f"expected true or false, got {_type_name(value)}")
+        return None
+    return value
+
+
+def _duration(value: Any, path: str, ctx: _Ctx) -> float | None:
+    value = _resolve_env_ref(value, path, ctx)
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        ctx.problem(path, str(exc))
+        return None
+
+
+def _optional_duration(value: Any, path: str, ctx: _Ctx) -> float | None:
+    """A duration where 0, "off" or false means "none"."""
+    if value in (False, 0, "off", "none", "0"):
+        return None
+    return _duration(value, path, ctx)
+
+
+def _str_list(value: Any, path: str, ctx: _Ctx) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        ctx.problem(path, f"expected a list of strings, got {_type_name(value)}")
+        return None
+    return tuple(v.strip() for v in value if v.strip())
+
+
+def _pg_url(value: Any, path: str, ctx: _Ctx) -> str | None:
+    url = _str(value, path, ctx)
+    if url is None:
+        return None
+    register_secret(_password_of(url))
+    problem = check_postgres_url(url)
+    if problem:
+        ctx.problem(path, f"{problem}: {redact(url)}")
+        return None
+    if url_has_password(url) and not (isinstance(value, str) and value.startswith("env:")):
+        ctx.warnings.append(Problem(
+            path, "the URL holds a literal password; fine for local use, but put it in an "
+            'environment variable ("env:NAME") for shared configurations'))
+    return url
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def _http_url(value: Any, path: str, ctx: _Ctx) -> str | None:
+    url = _str(value, path, ctx)
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        ctx.problem(path, f"malformed URL ({exc})")
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        ctx.problem(path, f"expected an http:// or https:// URL, got {redact(url)}")
+        return None
+    return url
+
+
+def _path(value: Any, path: str, ctx: _Ctx) -> Path | None:
+    s = _str(value, path, ctx)
+    if s is None:
+        return None
+    p = Path(s).expanduser()
+    return p if p.is_absolute() else (ctx.base_dir / p)
+
+
+def _cron(value: Any, path: str, ctx: _Ctx) -> str | None:
+    s = _str(value, path, ctx)
+    if s is None:
+        return None
+    if len(s.split()) != 5:
+        ctx.problem(path, f'expected a cron expression with 5 fields like "0 9 * * 1-5", got "{s}"')
+        return None
+    try:
+        from apscheduler.triggers.cron import CronTrigger
+
+        CronTrigger.from_crontab(s)
+    except ValueError as exc:
+        ctx.problem(path, f'invalid cron expression "{s}": {exc}')
+        return None
+    return s
+
+
+Parser = Callable[[Any, str, _Ctx], Any]
+
+_ENV_KEYS: dict[str, Parser] = {
+    "aliases": _str_list,
+    "database_url": _pg_url,
+    "direct_url": _pg_url,
+    "migrations_dir": _path,
+    "backup_dir": _path,
+    "channel": _str,
+    "approvers": _str_list,
+    "required_approvals": _int,
+    "allow_self_approval": _bool,
+    "confirm_by_typing": _bool,
+    "requires": _str_list,
+    "requesters": _str_list,
+    "operators": _str_list,
+    "health_url": _http_url,
+    "pgbouncer_admin_url": _pg_url,
+    "lock_timeout": _duration,
+    "statement_timeout": _optional_duration,
+    "advisory_lock_timeout": _duration,
+    "connect_timeout": _duration,
+    "backup_jobs": _int,
+    "backup_free_margin": lambda v, p, c: _float(v, p, c, minimum=1.0),
+    "approval_expiry": _duration,
+    "approval_reminder": _optional_duration,
+    "report_cron": _cron,
+    "health_cron": _cron,
+    "long_query_threshold": _duration,
+    # the runbook's pool variables, by their own names
+    "DB_POOL_MIN": _int,
+    "DB_POOL_MAX": _int,
+    "DB_POOL_IDLE_TIMEOUT": _int,
+    "DB_POOL_ACQUIRE_TIMEOUT": _int,
+}
+_RETRY_KEYS: dict[str, Parser] = {
+    "max_attempts": lambda v, p, c: _int(v, p, c, minimum=1),
+    "max_total": _duration,
+    "base_delay": _duration,
+    "max_delay": _duration,
+}
+_RETENTION_KEYS: dict[str, Parser] = {
+    "keep_last": lambda v, p, c: _int(v, p, c, minimum=1),
+    "keep_days": _float,
+}
+_TABLES = {"retry": _RETRY_KEYS, "retention": _RETENTION_KEYS}
+_REQUIRED_ENV_KEYS = ("database_url",)
+_TOP_KEYS = {"state", "environments", "bot", "slack", "lint"}
+_STATE_KEYS: dict[str, Parser] = {"path": _path}
+_BOT_KEYS: dict[str, Parser] = {"timezone": _str}
+_SLACK_KEYS: dict[str, Parser] = {"approve_reactions": _str_list, "reject_reactions": _str_list}
+_LINT_KEYS: dict[str, Parser] = {"exclude": _str_list}
+
+
+def _parse_table(raw: Any, keys: dict[str, Parser], path: str, ctx: _Ctx) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        ctx.problem(path, f"expected a table, got {_type_name(raw)}")
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        key_path = f"{path}.{key}"
+        if key in _TABLES and keys is _ENV_KEYS:
+            out[key] = _parse_table(value, _TABLES[key], key_path, ctx)
+            continue
+        parser = keys.get(key)
+        if parser is None:
+            known = ", ".join(sorted(keys))
+            ctx.problem(key_path, f"unknown key (known keys: {known})")
+            continue
+        parsed = parser(value, key_path, ctx)
+        if parsed is not None:
+            out[key] = parsed
+    return out
+
+
+def _pool_from(values: dict[str, Any], environ: Mapping[str, str], path: str, ctx: _Ctx) -> PoolSettings:
+    """Pool settings: the environment's keys, else the runbook's DB_POOL_* variables, else defaults."""
+    defaults = PoolSettings()
+    result = {}
+    for key, attr, default in (
+        ("DB_POOL_MIN", "min", defaults.min),
+        ("DB_POOL_MAX", "max", defaults.max),
+        ("DB_POOL_IDLE_TIMEOUT", "idle_timeout_ms", defaults.idle_timeout_ms),
+        ("DB_POOL_ACQUIRE_TIMEOUT", "acquire_timeout_ms", defaults.acquire_timeout_ms),
+    ):
+        if key in values:
+            result[attr] = values[key]
+        elif environ.get(key):
+            parsed = _int(environ[key], f"${key}", ctx)
+            result[attr] = default if parsed is None else parsed
+        else:
+            result[attr] = default
+    if result["min"] > result["max"]:
+        ctx.problem(path, f"DB_POOL_MIN ({result['min']}) is larger than DB_POOL_MAX ({result['max']})")
+    return PoolSettings(**result)
+
+
+def _build_environment(name: str, values: dict[str, Any], ctx: _Ctx) -> Environment | None:
+    path = f"environments.{name}"
+    missing = [k for k in _REQUIRED_ENV_KEYS if k not in values]
+    for key in missing:
+        # an unresolved env: reference was already reported under its own key
+        if not any(p.path == f"{path}.{key}" for p in ctx.problems):
+            ctx.problem(f"{path}.{key}", "missing (required)")
+    if missing:
+        return None
+    is_prod = bool({name, *values.get("aliases", ())} & PROD_NAMES)
+    pool = _pool_from(values, ctx.environ, path, ctx)
+    kwargs = {k: v for k, v in values.items() if not k.startswith("DB_POOL_")}
+    kwargs.pop("retry", None)
+    kwargs.pop("retention", None)
+    kwargs.setdefault("migrations_dir", ctx.base_dir / "prisma" / "migrations")
+    kwargs.setdefault("backup_dir", ctx.base_dir / "backups")
+    kwargs.setdefault("allow_self_approval", not is_prod)
+    kwargs.setdefault("confirm_by_typing", is_prod)
+    retry = RetryPolicy(**values.get("retry", {}))
+    retention = Retention(**values.get("retention", {}))
+    if kwargs.get("required_approvals", 0) > 0 and not kwargs.get("approvers"):
+        ctx.problem(f"{path}.approvers", f"required_approvals is {kwargs['required_approvals']} "
+                    "but no approvers are listed")
+    return Environment(name=name, pool=pool, retry=retry, retention=retention, **kwargs)
+
+
+def _check_cross_references(envs: dict[str, Environment], ctx: _Ctx) -> None:
+    seen: dict[str, str] = {}
+    for env in envs.values():
+        for i, alias in enumerate(env.names()):
+            key = alias.lower()
+            where = f"environments.{env.name}" + (f".aliases[{i - 1}]" if i else "")
+            if key in seen and seen[key] != env.name:
+                ctx.problem(where, f'the name "{alias}" is already used by environment "{seen[key]}"')
+            elif key in seen and i:
+                ctx.problem(where, f'the alias "{alias}" is given twice')
+            seen.setdefault(key, env.name)
+    for env in envs.values():
+        for i, req in enumerate(env.requires):
+            target = seen.get(req.lower())
+            if target is None:
+                ctx.problem(f"environments.{env.name}.requires[{i}]",
+                            f'"{req}" names no environment (known: {", ".join(envs)})')
+            elif target == env.name:
+                ctx.problem(f"environments.{env.name}.requires[{i}]", "an environment cannot require itself")
+
+
+def check_config_data(data: dict[str, Any], *, environ: Mapping[str, str] | None = None,
+                      base_dir: Path | None = None, source: str = "(data)",
+                      ) -> tuple[Config | None, list[Problem], list[Problem]]:
+    """Validate parsed TOML; return ``(config or None, problems, warnings)``."""
+    ctx = _Ctx(environ=os.environ if environ is None else environ, problems=[], warnings=[],
+               base_dir=base_dir or Path.cwd())
+    for key in data:
+        if key not in _TOP_KEYS:
+            ctx.problem(key, f"unknown key (known keys: {', '.join(sorted(_TOP_KEYS))})")
+    state = _parse_table(data.get("state", {}), _STATE_KEYS, "state", ctx)
+    bot = _parse_table(data.get("bot", {}), _BOT_KEYS, "bot", ctx)
+    slack = _parse_table(data.get("slack", {}), _SLACK_KEYS, "slack", ctx)
+    lint = _parse_table(data.get("lint", {}), _LINT_KEYS, "lint", ctx)
+    raw_envs = data.get("environments")
+    envs: dict[str, Environment] = {}
+    if raw_envs is None:
+        ctx.problem("environments", "missing: define at least one [environments.NAME] table")
+    elif not isinstance(raw_envs, dict):
+        ctx.problem("environments", f"expected a table, got {_type_name(raw_envs)}")
+    else:
+        if not raw_envs:
+            ctx.problem("environments", "empty: define at least one [environments.NAME] table")
+        for name, raw in raw_envs.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
+                ctx.problem(f"environments.{name}", "environment names use letters, digits, - and _ only")
+                continue
+            values = _parse_table(raw, _ENV_KEYS, f"environments.{name}", ctx)
+            env = _build_environment(name, values, ctx)
+            if env is not None:
+                envs[name] = env
+        _check_cross_references(envs, ctx)
+    timezone = bot.get("timezone", "UTC")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(timezone)
+    except Exception:
+        ctx.problem("bot.timezone", f'unknown time zone "{timezone}" (e.g. "Europe/Berlin", "UTC")')
+    if ctx.problems:
+        return None, ctx.problems, ctx.warnings
+    config = Config(
+        environments=envs,
+        state_path=state.get("path", ctx.base_dir / "migrabot.sqlite3"),
+        timezone=timezone,
+        approve_reactions=slack.get("approve_reactions", ("white_check_mark",)),
+        reject_reactions=slack.get("reject_reactions", ("x",)),
+        lint_exclude=lint.get("exclude", ()),
+        source=source,
+    )
+    return config, ctx.problems, ctx.warnings
+
+
+def check_config_text(text: str, **kwargs: Any) -> tuple[Config | None, list[Problem], list[Problem]]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return None, [Problem("", f"not valid TOML: {exc}")], []
+    return check_config_data(data, **kwargs)
+
+
+def config_from_runbook_env(environ: Mapping[str, str], base_dir: Path) -> dict[str, Any] | None:
+    """The runbook's variables as a configuration: DATABASE_URL, NODE_ENV, DB_POOL_*."""
+    if not environ.get("DATABASE_URL"):
+        return None
+    name = environ.get("NODE_ENV") or "development"
+    return {"environments": {name: {"database_url": "env:DATABASE_URL"}}}
+
+
+def resolve_config_path(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> tuple[Path, bool]:
+    """The file to read and whether the user named it (a named file must exist)."""
+    if path:
+        return Path(path), True
+    if environ.get("MIGRABOT_CONFIG"):
+        return Path(environ["MIGRABOT_CONFIG"]), True
+    return Path(DEFAULT_CONFIG_PATH), False
+
+
+def check_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
+                 ) -> tuple[Config | None, list[Problem], list[Problem]]:
+    """Find, read and validate the configuration; never raises for user errors."""
+    environ = os.environ if environ is None else environ
+    file, named = resolve_config_path(path, environ)
+    if file.is_file():
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            return None, [Problem("", f"cannot read {file}: {exc.strerror}")], []
+        return check_config_text(text, environ=environ, base_dir=file.resolve().parent,
+                                 source=str(file))
+    if named:
+        return None, [Problem("", f"configuration file {file} does not exist; copy "
+                              "migrabot.example.toml there and edit it")], []
+    data = config_from_runbook_env(environ, Path.cwd())
+    if data is None:
+        return None, [Problem("", f"no {DEFAULT_CONFIG_PATH} here and DATABASE_URL is not set; "
+                              "copy migrabot.example.toml to migrabot.toml (or pass --config), "
+                              "or export DATABASE_URL and NODE_ENV as the runbook does")], []
+    return check_config_data(data, environ=environ, base_dir=Path.cwd(),
+                             source="environment (DATABASE_URL, NODE_ENV)")
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
+                ) -> Config:
+    """Like :func:`check_config` but raises :class:`ConfigError` when there are problems."""
+    config, problems, _ = check_config(path, environ)
+    if config is None:
+        raise ConfigError(problems)
+    return config

@@ -1,0 +1,58 @@
+"""Shared fixtures: a real PostgreSQL database per test, and paths to shared material."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import pgserver
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return "migrabot tests: PostgreSQL server chosen on first use (see 'pg server' line)"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pgserver.Server]:
+    server = pgserver.find_server()
+    print(f"\npg server: {server.kind} ({server.admin_url.split('@')[-1]})")
+    if server.bin_dir:
+        # pg_dump/psql of the embedded server, for tests on a machine without them
+        os.environ["PATH"] = f"{server.bin_dir}{os.pathsep}{os.environ['PATH']}"
+    yield server
+
+
+@pytest.fixture
+def database(pg_server: pgserver.Server) -> Iterator[str]:
+    """Name of a fresh, empty database, dropped (with every copy named after it) afterwards."""
+    name = asyncio.run(pgserver.create_database(pg_server))
+    yield name
+    asyncio.run(pgserver.drop_databases_like(pg_server, name))
+
+
+@pytest.fixture
+def database_url(pg_server: pgserver.Server, database: str) -> str:
+    """URL of a fresh, empty database on the test server."""
+    return pg_server.url_for(database)
+
+
+def shared_path(*parts: str) -> Path:
+    """A path inside ../shared, or skip the test with the reason when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (a user's clone has no ../shared); this test needs it")
+    return path
+
+
+@pytest.fixture
+def umami_migrations() -> Path:
+    """The real Prisma migrations folder of Umami (19 migrations)."""
+    return shared_path("corpus", "umami", "migrations")
