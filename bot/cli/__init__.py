@@ -26,6 +26,7 @@ from bot.redact import install_log_redaction, redact, redact_obj
 COMMAND_MODULES = (
     "bot.cli.config_cmd",
     "bot.cli.engine_cmd",
+    "bot.cli.lint_cmd",
     "bot.cli.backup_cmd",
     "bot.cli.monitor_cmd",
     "bot.cli.serve_cmd",

@@ -1,0 +1,150 @@
+"""Connecting to PostgreSQL with a timeout and one clear sentence for every way it fails.
+
+    >>> database_name("postgresql://app:pw@db:5432/prod?schema=public")
+    'prod'
+    >>> asyncpg_dsn("postgresql://app@db:6432/prod?pgbouncer=true&schema=app")
+    ('postgresql://app@db:6432/prod', {'search_path': 'app'})
+
+Prisma's own URL parameters (``pgbouncer``, ``schema``, ``connection_limit`` …) are not
+libpq's: they are removed before connecting, and ``schema`` becomes the search_path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from actions.errors import ActionError
+from bot.redact import redact
+
+APPLICATION_NAME = "migrabot"
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+# Parameters Prisma reads from DATABASE_URL that libpq/asyncpg do not understand.
+_PRISMA_PARAMS = {"pgbouncer", "schema", "connection_limit", "pool_timeout", "socket_timeout",
+                  "statement_cache_size", "connect_timeout", "sslaccept", "sslidentity", "sslcert"}
+
+
+def asyncpg_dsn(url: str) -> tuple[str, dict[str, str]]:
+    """The URL asyncpg should get, and server settings derived from Prisma's parameters."""
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    settings: dict[str, str] = {}
+    kept = []
+    for key, value in params:
+        if key == "schema" and value:
+            settings["search_path"] = value
+        if key not in _PRISMA_PARAMS:
+            kept.append((key, value))
+    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment))
+    return dsn, settings
+
+
+def database_name(url: str) -> str:
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if not name:
+        name = dict(parse_qsl(parts.query)).get("dbname", "")
+    return name
+
+
+def with_database(url: str, dbname: str) -> str:
+    """The same URL pointing at another database on the same server."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+def host_and_port(url: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    host = parts.hostname or query.get("host") or "localhost"
+    port = parts.port or query.get("port") or 5432
+    return f"{host}:{port}"
+
+
+def user_name(url: str) -> str:
+    return urlsplit(url).username or dict(parse_qsl(urlsplit(url).query)).get("user") or "(default user)"
+
+
+def describe_connect_error(exc: BaseException, url: str, timeout: float) -> str:
+    """One sentence naming the cause and what to check next (the runbook's "Cannot connect")."""
+    where = host_and_port(url)
+    db = database_name(url) or "(default)"
+    if isinstance(exc, socket.gaierror):
+        return (f"cannot resolve the host of {where}: check the host name in the URL and DNS "
+                "(runbook: \"Cannot connect to database\")")
+    if isinstance(exc, ConnectionRefusedError):
+        return (f"connection refused by {where}: is PostgreSQL (or pgBouncer) running and "
+                "listening there, and does the firewall allow it?")
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return (f"no answer from {where} within {timeout:g}s: check network and firewall rules "
+                "(the runbook's `telnet db-host 5432`)")
+    if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+        text = str(exc)
+        if "no encryption" in text or "SSL" in text:
+            return (f"the server at {where} refuses connections without SSL: add "
+                    "?sslmode=require to the URL")
+        return (f"authentication failed for user {user_name(url)} at {where}: check the user "
+                "and password in the URL (or the environment variable it comes from)")
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return (f'database "{db}" does not exist on {where}: create it or fix the database '
+                "name in the URL")
+    if isinstance(exc, ssl.SSLError | ConnectionResetError) or "SSL" in str(exc):
+        return f"SSL negotiation with {where} failed ({exc}): check sslmode in the URL"
+    if isinstance(exc, asyncpg.TooManyConnectionsError):
+        return (f"{where} has no free connection slots: check the pool sizes (DB_POOL_MAX, "
+                "pgBouncer default_pool_size) and idle sessions")
+    if isinstance(exc, OSError):
+        return f"cannot connect to {where}: {exc.strerror or exc}"
+    return f"cannot connect to {where}: {exc}"
+
+
+async def connect(url: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                  application_name: str = APPLICATION_NAME,
+                  server_settings: dict[str, str] | None = None,
+                  **kwargs: Any) -> asyncpg.Connection:
+    """Open one connection or raise :class:`ActionError` with the reason in one sentence.
+
+    ``statement_cache_size=0`` keeps it usable through pgBouncer transaction pooling.
+    """
+    dsn, settings = asyncpg_dsn(url)
+    settings = {"application_name": application_name, **settings, **(server_settings or {})}
+    kwargs.setdefault("statement_cache_size", 0)
+    try:
+        return await asyncio.wait_for(
+            asyncpg.connect(dsn, timeout=timeout, server_settings=settings, **kwargs),
+            timeout=timeout + 1,
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ssl.SSLError) as exc:
+        raise ActionError(describe_connect_error(exc, url, timeout), code="connect") from None
+    except ValueError as exc:  # asyncpg's DSN parser
+        raise ActionError(f"the database URL is malformed: {redact(str(exc))}", code="connect") from None
+
+
+@asynccontextmanager
+async def connection(url: str, **kwargs: Any) -> AsyncIterator[asyncpg.Connection]:
+    """``async with connection(url) as conn:`` — closed on the way out, whatever happens."""
+    conn = await connect(url, **kwargs)
+    try:
+        yield conn
+    finally:
+        try:
+            await asyncio.wait_for(conn.close(), timeout=5)
+        except Exception:
+            conn.terminate()
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for SQL.
+
+    >>> quote_ident('my"db')
+    '"my""db"'
+    """
+    return '"' + name.replace('"', '""') + '"'
