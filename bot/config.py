@@ -16,6 +16,7 @@ define one environment, so the bot points where the team's scripts point.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bot.redact import redact, redact_obj, register_secret
+from bot.redact import redact, redact_obj, register_env_secrets, register_secret
 
 DEFAULT_CONFIG_PATH = "migrabot.toml"
 PROD_NAMES = {"prod", "production"}
@@ -118,10 +119,15 @@ class Environment:
 
     @property
     def is_production(self) -> bool:
-        return bool({self.name, *self.aliases} & PROD_NAMES)
+        """Named (or aliased) ``prod``/``production``, in any case: the stricter defaults apply."""
+        return _is_prod_name(self.names())
 
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+
+def _is_prod_name(names: tuple[str, ...] | list[str]) -> bool:
+    return any(n.lower() in PROD_NAMES for n in names)
 
 
 @dataclass(frozen=True)
@@ -276,6 +282,11 @@ def _int(value: Any, path: str, ctx: _Ctx, minimum: int = 0) -> int | None:
 
 def _float(value: Any, path: str, ctx: _Ctx, minimum: float = 0.0) -> float | None:
     value = _resolve_env_ref(value, path, ctx)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if not isinstance(value, int | float) or isinstance(value, bool):
         ctx.problem(path, f"expected a number, got {_type_name(value)}")
         return None
@@ -325,6 +336,9 @@ def _pg_url(value: Any, path: str, ctx: _Ctx) -> str | None:
     if url is None:
         return None
     register_secret(_password_of(url))
+    if url.startswith("env:"):
+        ctx.problem(path, 'expected a URL; "env:" must name a variable holding the URL, not another "env:"')
+        return None
     problem = check_postgres_url(url)
     if problem:
         ctx.problem(path, f"{problem}: {redact(url)}")
@@ -414,10 +428,11 @@ _ENV_KEYS: dict[str, Parser] = {
     "long_query_threshold": _duration,
     # the runbook's pool variables, by their own names
     "DB_POOL_MIN": _int,
-    "DB_POOL_MAX": _int,
+    "DB_POOL_MAX": lambda v, p, c: _int(v, p, c, minimum=1),
     "DB_POOL_IDLE_TIMEOUT": _int,
     "DB_POOL_ACQUIRE_TIMEOUT": _int,
 }
+_POOL_KEYS = ("DB_POOL_MIN", "DB_POOL_MAX", "DB_POOL_IDLE_TIMEOUT", "DB_POOL_ACQUIRE_TIMEOUT")
 _RETRY_KEYS: dict[str, Parser] = {
     "max_attempts": lambda v, p, c: _int(v, p, c, minimum=1),
     "max_total": _duration,
@@ -428,6 +443,7 @@ _RETENTION_KEYS: dict[str, Parser] = {
     "keep_last": lambda v, p, c: _int(v, p, c, minimum=1),
     "keep_days": _float,
 }
+# sub-tables of an environment: [environments.NAME.retry], [environments.NAME.retention]
 _TABLES = {"retry": _RETRY_KEYS, "retention": _RETENTION_KEYS}
 _REQUIRED_ENV_KEYS = ("database_url",)
 _TOP_KEYS = {"state", "environments", "bot", "slack", "lint"}
@@ -436,21 +452,40 @@ _BOT_KEYS: dict[str, Parser] = {"timezone": _str}
 _SLACK_KEYS: dict[str, Parser] = {"approve_reactions": _str_list, "reject_reactions": _str_list}
 _LINT_KEYS: dict[str, Parser] = {"exclude": _str_list}
 
+# Keys people try to put in the file that must come from elsewhere: say where instead of "unknown".
+_SECRET_KEY_HINT = re.compile(r"token|secret|password|passwd", re.I)
+_MISPLACED = {
+    "retry": "goes under an environment: [environments.NAME.retry]",
+    "retention": "goes under an environment: [environments.NAME.retention]",
+}
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    if _SECRET_KEY_HINT.search(key):
+        return ("secrets never live in the file: Slack tokens come only from SLACK_BOT_TOKEN, "
+                "SLACK_APP_TOKEN and SLACK_SIGNING_SECRET, and database passwords belong in the "
+                'URL read from an environment variable ("env:NAME")')
+    if key in _MISPLACED:
+        return f"unknown key here; {key} {_MISPLACED[key]}"
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    hint = f'did you mean "{close[0]}"? ' if close else ""
+    return f"unknown key ({hint}known keys: {', '.join(sorted(known))})"
+
 
 def _parse_table(raw: Any, keys: dict[str, Parser], path: str, ctx: _Ctx) -> dict[str, Any]:
     if not isinstance(raw, dict):
         ctx.problem(path, f"expected a table, got {_type_name(raw)}")
         return {}
     out: dict[str, Any] = {}
+    tables = _TABLES if keys is _ENV_KEYS else {}
     for key, value in raw.items():
         key_path = f"{path}.{key}"
-        if key in _TABLES and keys is _ENV_KEYS:
-            out[key] = _parse_table(value, _TABLES[key], key_path, ctx)
+        if key in tables:
+            out[key] = _parse_table(value, tables[key], key_path, ctx)
             continue
         parser = keys.get(key)
         if parser is None:
-            known = ", ".join(sorted(keys))
-            ctx.problem(key_path, f"unknown key (known keys: {known})")
+            ctx.problem(key_path, _unknown_key(key, [*keys, *tables]))
             continue
         parsed = parser(value, key_path, ctx)
         if parsed is not None:
@@ -471,7 +506,8 @@ def _pool_from(values: dict[str, Any], environ: Mapping[str, str], path: str, ct
         if key in values:
             result[attr] = values[key]
         elif environ.get(key):
-            parsed = _int(environ[key], f"${key}", ctx)
+            # the runbook's variables apply to every environment that does not set its own
+            parsed = _int(environ[key], f"{path}.{key} (from ${key})", ctx, minimum=1 if key == "DB_POOL_MAX" else 0)
             result[attr] = default if parsed is None else parsed
         else:
             result[attr] = default
@@ -489,7 +525,7 @@ def _build_environment(name: str, values: dict[str, Any], ctx: _Ctx) -> Environm
             ctx.problem(f"{path}.{key}", "missing (required)")
     if missing:
         return None
-    is_prod = bool({name, *values.get("aliases", ())} & PROD_NAMES)
+    is_prod = _is_prod_name([name, *values.get("aliases", ())])
     pool = _pool_from(values, ctx.environ, path, ctx)
     kwargs = {k: v for k, v in values.items() if not k.startswith("DB_POOL_")}
     kwargs.pop("retry", None)
@@ -499,6 +535,9 @@ def _build_environment(name: str, values: dict[str, Any], ctx: _Ctx) -> Environm
     kwargs.setdefault("allow_self_approval", not is_prod)
     kwargs.setdefault("confirm_by_typing", is_prod)
     retry = RetryPolicy(**values.get("retry", {}))
+    if retry.base_delay > retry.max_delay:
+        ctx.problem(f"{path}.retry.base_delay", f"base_delay ({retry.base_delay:g}s) is longer than "
+                    f"max_delay ({retry.max_delay:g}s); make max_delay at least base_delay")
     retention = Retention(**values.get("retention", {}))
     if kwargs.get("required_approvals", 0) > 0 and not kwargs.get("approvers"):
         ctx.problem(f"{path}.approvers", f"required_approvals is {kwargs['required_approvals']} "
@@ -506,25 +545,30 @@ def _build_environment(name: str, values: dict[str, Any], ctx: _Ctx) -> Environm
     return Environment(name=name, pool=pool, retry=retry, retention=retention, **kwargs)
 
 
-def _check_cross_references(envs: dict[str, Environment], ctx: _Ctx) -> None:
+def _check_cross_references(declared: dict[str, dict[str, Any]], ctx: _Ctx) -> None:
+    """Names and aliases are unique (case-insensitive); every ``requires`` names an environment.
+
+    ``declared`` holds every environment's parsed values, including those with other problems,
+    so that one broken environment does not make the others' references look wrong.
+    """
     seen: dict[str, str] = {}
-    for env in envs.values():
-        for i, alias in enumerate(env.names()):
+    for name, values in declared.items():
+        for i, alias in enumerate((name, *values.get("aliases", ()))):
             key = alias.lower()
-            where = f"environments.{env.name}" + (f".aliases[{i - 1}]" if i else "")
-            if key in seen and seen[key] != env.name:
+            where = f"environments.{name}" + (f".aliases[{i - 1}]" if i else "")
+            if key in seen and seen[key] != name:
                 ctx.problem(where, f'the name "{alias}" is already used by environment "{seen[key]}"')
             elif key in seen and i:
                 ctx.problem(where, f'the alias "{alias}" is given twice')
-            seen.setdefault(key, env.name)
-    for env in envs.values():
-        for i, req in enumerate(env.requires):
+            seen.setdefault(key, name)
+    for name, values in declared.items():
+        for i, req in enumerate(values.get("requires", ())):
             target = seen.get(req.lower())
             if target is None:
-                ctx.problem(f"environments.{env.name}.requires[{i}]",
-                            f'"{req}" names no environment (known: {", ".join(envs)})')
-            elif target == env.name:
-                ctx.problem(f"environments.{env.name}.requires[{i}]", "an environment cannot require itself")
+                ctx.problem(f"environments.{name}.requires[{i}]",
+                            f'"{req}" names no environment (known: {", ".join(declared)})')
+            elif target == name:
+                ctx.problem(f"environments.{name}.requires[{i}]", "an environment cannot require itself")
 
 
 def check_config_data(data: dict[str, Any], *, environ: Mapping[str, str] | None = None,
@@ -535,7 +579,7 @@ def check_config_data(data: dict[str, Any], *, environ: Mapping[str, str] | None
                base_dir=base_dir or Path.cwd())
     for key in data:
         if key not in _TOP_KEYS:
-            ctx.problem(key, f"unknown key (known keys: {', '.join(sorted(_TOP_KEYS))})")
+            ctx.problem(key, _unknown_key(key, sorted(_TOP_KEYS)))
     state = _parse_table(data.get("state", {}), _STATE_KEYS, "state", ctx)
     bot = _parse_table(data.get("bot", {}), _BOT_KEYS, "bot", ctx)
     slack = _parse_table(data.get("slack", {}), _SLACK_KEYS, "slack", ctx)
@@ -549,15 +593,20 @@ def check_config_data(data: dict[str, Any], *, environ: Mapping[str, str] | None
     else:
         if not raw_envs:
             ctx.problem("environments", "empty: define at least one [environments.NAME] table")
+        declared: dict[str, dict[str, Any]] = {}
         for name, raw in raw_envs.items():
             if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
                 ctx.problem(f"environments.{name}", "environment names use letters, digits, - and _ only")
                 continue
+            if not isinstance(raw, dict):
+                ctx.problem(f"environments.{name}", f"expected a table, got {_type_name(raw)}")
+                continue
             values = _parse_table(raw, _ENV_KEYS, f"environments.{name}", ctx)
+            declared[name] = values
             env = _build_environment(name, values, ctx)
             if env is not None:
                 envs[name] = env
-        _check_cross_references(envs, ctx)
+        _check_cross_references(declared, ctx)
     timezone = bot.get("timezone", "UTC")
     try:
         from zoneinfo import ZoneInfo
@@ -608,6 +657,7 @@ def check_config(path: str | os.PathLike[str] | None = None, environ: Mapping[st
                  ) -> tuple[Config | None, list[Problem], list[Problem]]:
     """Find, read and validate the configuration; never raises for user errors."""
     environ = os.environ if environ is None else environ
+    register_env_secrets(environ)  # Slack tokens are masked in every message from here on
     file, named = resolve_config_path(path, environ)
     if file.is_file():
         try:

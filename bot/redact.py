@@ -16,17 +16,29 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 MASK = "***"
 
-# scheme://user:password@host  (password may contain anything but '@' and whitespace)
-_URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?=@)")
+# scheme://user:password@host. The password runs to the LAST '@' before the host, so an
+# unencoded '@' or '/' in it (invalid, but common in hand-written URLs) is masked whole;
+# "host:8080/path/@x" is not a password (a port followed by a path).
+_URL_PASSWORD = re.compile(
+    r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?!\d+[/?#])(?P<pw>\S+?)"
+    r"(?=@[^@\s/?#]*(?:[/?#\s'\"<>,;)\]}]|$))")
 # ?password=... in a URL query string, or password=... in a libpq key/value DSN
 _KV_PASSWORD = re.compile(r"(?P<pre>\b(?:password|passwd|pwd|sslpassword)\s*=\s*)(?P<pw>'[^']*'|[^\s&;]+)", re.I)
 # PGPASSWORD=... in an environment dump
 _ENV_PASSWORD = re.compile(r"(?P<pre>\bPGPASSWORD=)(?P<pw>\S+)")
-_SLACK_TOKEN = re.compile(r"\b(?P<pre>xox[abposre]-|xapp-)(?P<pw>[A-Za-z0-9-]+)")
+# Slack tokens: bot/user/app/refresh/config tokens all start with a known prefix
+_SLACK_TOKEN = re.compile(r"\b(?P<pre>xox[abposre]-|xoxe\.xox[bp]-|xapp-)(?P<pw>[A-Za-z0-9-]+)")
+# an HTTP Authorization header value
+_BEARER = re.compile(r"(?P<pre>\bBearer\s+)(?P<pw>[A-Za-z0-9._~+/=-]{8,})")
+
+# The environment variables whose values are secrets wherever they appear.
+SECRET_ENV_VARS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "PGPASSWORD")
 
 _known_secrets: set[str] = set()
 _lock = threading.Lock()
@@ -35,27 +47,38 @@ _lock = threading.Lock()
 def register_secret(value: str | None) -> None:
     """Remember a secret value (a signing secret, a password) so that it is masked wherever it appears.
 
+    A percent-encoded password is remembered in both spellings.
+
     >>> register_secret("hunter2-long-enough")
     >>> redact("the secret is hunter2-long-enough")
     'the secret is ***'
     """
-    if value and len(value) >= 4:
-        with _lock:
-            _known_secrets.add(value)
+    if not value or len(value) < 4:  # masking "a" or "pw" everywhere would garble every message
+        return
+    with _lock:
+        _known_secrets.add(value)
+        decoded = unquote(value)
+        if decoded != value and len(decoded) >= 4:
+            _known_secrets.add(decoded)
+
+
+def register_env_secrets(environ: Mapping[str, str]) -> None:
+    """Remember the values of :data:`SECRET_ENV_VARS` (Slack tokens, signing secret) as secrets."""
+    for name in SECRET_ENV_VARS:
+        register_secret(environ.get(name))
 
 
 def redact(text: Any) -> str:
     """Return ``text`` as a string with every password and token replaced by ``***``."""
     s = text if isinstance(text, str) else str(text)
-    s = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK, s)
-    s = _KV_PASSWORD.sub(lambda m: m.group("pre") + MASK, s)
-    s = _ENV_PASSWORD.sub(lambda m: m.group("pre") + MASK, s)
-    s = _SLACK_TOKEN.sub(lambda m: m.group("pre") + MASK, s)
+    # known secrets first: a pattern could otherwise mask only part of one and leave the rest
     with _lock:
         secrets = sorted(_known_secrets, key=len, reverse=True)
     for secret in secrets:
         if secret in s:
             s = s.replace(secret, MASK)
+    for pattern in (_URL_PASSWORD, _KV_PASSWORD, _ENV_PASSWORD, _SLACK_TOKEN, _BEARER):
+        s = pattern.sub(lambda m: m.group("pre") + MASK, s)
     return s
 
 
@@ -91,6 +114,8 @@ class RedactingFilter(logging.Filter):
             )
             record.exc_info = None
             del exc
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
