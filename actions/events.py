@@ -1,0 +1,73 @@
+"""Progress events of a deploy or an undo, delivered to an ``on_event`` callback.
+
+    >>> DeployEvent("finished", "01_init", attempt=1, duration=0.25).describe()
+    '01_init applied in 0.25s'
+
+The callback may be sync or async; whatever it raises is logged and ignored, so a broken
+Slack update can never break a migration.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from actions.blockers import Blocker
+
+log = logging.getLogger(__name__)
+
+EventKind = Literal["started", "retrying", "finished", "failed", "waiting_for_lock"]
+
+
+@dataclass
+class DeployEvent:
+    kind: EventKind
+    migration: str | None
+    attempt: int = 1
+    duration: float | None = None
+    delay: float | None = None  # retrying: seconds until the next attempt
+    blockers: list[Blocker] = field(default_factory=list)
+    logs: str | None = None
+    statement: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "migration": self.migration, "attempt": self.attempt,
+                "duration": self.duration, "delay": self.delay,
+                "blockers": [b.to_dict() for b in self.blockers], "logs": self.logs, "statement": self.statement}
+
+    def describe(self) -> str:
+        """One human line (the CLI prints these as they happen)."""
+        name = self.migration or "(no migration)"
+        who = "; ".join(b.describe() for b in self.blockers)
+        if self.kind == "waiting_for_lock":
+            return f"waiting for the migration lock held by {who or 'another session'}"
+        if self.kind == "started":
+            return f"{name}: started" + (f" (attempt {self.attempt})" if self.attempt > 1 else "")
+        if self.kind == "retrying":
+            delay = f" in {self.delay:.2f}s" if self.delay is not None else ""
+            blocked = f", blocked by {who}" if who else ""
+            return f"{name}: lock timeout{blocked}; retrying{delay} (attempt {self.attempt})"
+        if self.kind == "finished":
+            took = f" in {self.duration:.2f}s" if self.duration is not None else ""
+            tries = f" after {self.attempt} attempts" if self.attempt > 1 else ""
+            return f"{name} applied{took}{tries}"
+        logs = f"\n{self.logs}" if self.logs else ""
+        return f"{name}: FAILED{logs}"
+
+
+EventCallback = Callable[[DeployEvent], Any]
+
+
+async def emit_safely(on_event: EventCallback | None, event: DeployEvent) -> None:
+    """Call ``on_event`` (sync or async); log and swallow anything it raises."""
+    if on_event is None:
+        return
+    try:
+        result = on_event(event)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.exception("the on_event callback failed on a %s event (ignored)", event.kind)
