@@ -1,9 +1,95 @@
-"""Commands added by a later issue."""
+"""``migrabot lint ENV|DIR [--json]``: is what would be deployed zero-downtime safe?
+
+    $ migrabot lint prod            # the pending migrations of environment "prod"
+    $ migrabot lint prisma/migrations   # every migration in a folder
+
+Exit 0 when zero-downtime safe, 1 when a migration is risky, 2 on errors.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+from pathlib import Path
+
+from actions.lint import DEFAULT_EXCLUDE, LintReport, lint_folder
+from bot.cli import (
+    EXIT_NO,
+    EXIT_OK,
+    CliError,
+    add_config_option,
+    add_json_option,
+    config_from_args,
+    emit,
+    environment_from_args,
+)
+from bot.config import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Nothing yet."""
+    p = sub.add_parser("lint", help="classify migrations as zero-downtime safe or risky (runbook + squawk)",
+                       description="Lint the pending migrations of an environment, or every migration of a "
+                                   "folder, against the runbook's zero-downtime rules.")
+    p.add_argument("target", metavar="ENV|DIR", help="an environment name (its pending migrations) or a "
+                                                      "Prisma migrations folder")
+    p.add_argument("--all", action="store_true", help="with an environment: lint every migration, not only "
+                                                      "the pending ones")
+    add_config_option(p)
+    add_json_option(p)
+    p.set_defaults(func=run)
+
+
+def _exclude(args: argparse.Namespace) -> tuple[str, ...]:
+    try:
+        config = config_from_args(args)
+    except ConfigError:
+        return DEFAULT_EXCLUDE  # linting a folder needs no configuration
+    return config.lint_exclude or DEFAULT_EXCLUDE
+
+
+def run(args: argparse.Namespace) -> int:
+    folder = Path(args.target)
+    heading: str
+    if folder.is_dir():
+        report = lint_folder(folder, exclude=_exclude(args))
+        heading = f"{len(report.migrations)} migration(s) in {folder}"
+    else:
+        config, env = environment_from_args(args, args.target)
+        exclude = config.lint_exclude or DEFAULT_EXCLUDE
+        names = None
+        if not args.all:
+            from actions.status import migration_status
+
+            status = asyncio.run(migration_status(env.migration_url, env.migrations_dir,
+                                                  timeout=env.connect_timeout))
+            names = list(status.pending)
+        if names == []:
+            report = LintReport([])
+            heading = f"{env.name}: no pending migrations"
+        else:
+            if not env.migrations_dir.is_dir():
+                raise CliError(f"{env.migrations_dir} does not exist: set migrations_dir for {env.name}")
+            report = lint_folder(env.migrations_dir, names, exclude=exclude)
+            which = "migration(s)" if args.all else "pending migration(s)"
+            heading = f"{env.name}: {len(report.migrations)} {which}"
+    emit(args, report.to_dict(), lambda: render(report, heading))
+    return EXIT_OK if report.zero_downtime_safe else EXIT_NO
+
+
+def render(report: LintReport, heading: str) -> str:
+    """Human text: one block per migration, findings with their advice."""
+    lines = [heading]
+    for m in report.migrations:
+        mark = "ok  " if m.verdict == "safe" else "RISK"
+        lines.append(f"{mark} {m.name}: {m.verdict}")
+        advised: set[str] = set()
+        for f in m.findings:
+            kind = "risky" if f.risky else "note"
+            lines.append(f"       line {f.line} [{kind}: {f.category}] {f.statement or f.message}")
+            if f.category not in advised:  # the advice once per kind of problem, not per line
+                advised.add(f.category)
+                lines.append(f"         {f.message}")
+                lines.append(f"         -> {f.advice}")
+    verdict = "yes" if report.zero_downtime_safe else f"no ({len(report.risky)} risky migration(s))"
+    lines.append(f"zero-downtime safe: {verdict}")
+    return "\n".join(lines)

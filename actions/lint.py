@@ -1,0 +1,441 @@
+"""Is a migration zero-downtime safe? The runbook's classification, with squawk doing the parsing.
+
+    >>> m = lint_sql("20240101_add_name", 'ALTER TABLE "users" DROP COLUMN "name";')
+    >>> m.verdict, m.findings[0].category
+    ('risky', 'drop-column')
+    >>> print(m.findings[0].advice.split(":")[0])
+    Use expand-contract
+
+The runbook ("Zero-Downtime Migration Strategy") sorts operations into:
+
+* **safe** (additive-only): new tables, nullable columns, ``CREATE INDEX CONCURRENTLY``,
+  ``CHECK ... NOT VALID`` then ``VALIDATE CONSTRAINT``;
+* **risky** (expand-contract): dropping, renaming or retyping a column, ``SET NOT NULL`` on
+  an existing column; plus what its safe list implies: an index built without
+  ``CONCURRENTLY`` or a constraint (CHECK/FK/UNIQUE/PRIMARY KEY) added without ``NOT VALID``
+  on an existing table.
+
+A migration is risky when one of its findings is risky; the report is "zero-downtime safe"
+when no migration is. Each finding carries the runbook's alternative (``advice``).
+
+How: squawk (``squawk --reporter json`` on all files at once, one process per report) finds
+the operations; its rule ids map to the runbook's categories in :data:`RULES`. migrabot adds
+what squawk does not know:
+
+* an index or constraint on a table **created in the same migration** is not risky (the
+  table is new and empty; Prisma's init migrations consist of exactly that), nor is
+  anything else aimed at such a table;
+* when squawk cannot parse a file it reports only the syntax error and nothing else, so
+  migrabot then falls back to its own statement-level detection of the runbook's items
+  (``actions.sqlsplit`` splits the statements) and says squawk could not parse it;
+* ``CREATE INDEX CONCURRENTLY`` with other statements in the same file: Prisma sends a file as
+  one implicit transaction, where CONCURRENTLY fails (a warning, not a downtime risk);
+* the safe operations it recognises, listed as ``notes`` so a reviewer sees what is fine.
+
+Excluded by default (:data:`DEFAULT_EXCLUDE`, replaced by ``[lint] exclude`` in the config),
+because on Prisma-generated SQL they only add noise and are not about downtime:
+
+* ``prefer-robust-stmts``: wants ``IF NOT EXISTS``/transactions; Prisma records each file's
+  outcome in ``_prisma_migrations`` and migrabot runs it once, atomically where possible.
+* ``prefer-text-field``, ``ban-char-field``, ``prefer-bigint-over-int``,
+  ``prefer-bigint-over-smallint``, ``prefer-identity``, ``prefer-timestamp-tz``
+  (``prefer-timestamptz``): data-type style; Prisma's schema decides the types
+  (``VARCHAR(255)`` is even the runbook's own safe example).
+* ``require-timeout-settings``, ``require-lock-timeout``, ``require-statement-timeout``:
+  migrabot sets ``lock_timeout`` (and ``statement_timeout``) itself on its connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from actions.errors import ActionError
+from actions.sqlsplit import Statement, split_sql, statement_non_transactional_reason
+
+DEFAULT_EXCLUDE: tuple[str, ...] = (
+    "prefer-robust-stmts",
+    "prefer-text-field",
+    "ban-char-field",
+    "prefer-bigint-over-int",
+    "prefer-bigint-over-smallint",
+    "prefer-identity",
+    "prefer-timestamp-tz",
+    "prefer-timestamptz",
+    "require-timeout-settings",
+    "require-lock-timeout",
+    "require-statement-timeout",
+)
+SQUAWK_TIMEOUT = 60.0
+STATEMENT_CHARS = 200
+
+# --- the runbook's advice -----------------------------------------------------------------------
+
+EXPAND_CONTRACT = ("Use expand-contract: add the new column/table next to the old one, deploy code that "
+                   "writes both and reads the new one, backfill, and only remove the old one in a later "
+                   "migration after verification")
+ADVICE = {
+    "drop-column": EXPAND_CONTRACT + " (first deploy code that no longer reads or writes the column, then drop it).",
+    "rename-column": EXPAND_CONTRACT + " (add the column under its new name, copy the data, drop the old "
+                     "name later) instead of RENAME COLUMN.",
+    "change-column-type": EXPAND_CONTRACT + " (add a column of the new type, backfill it, switch the code, "
+                          "drop the old column later) instead of changing the type in place.",
+    "set-not-null": "Use expand-contract: add the column nullable, backfill it, add CHECK (col IS NOT NULL) "
+                    "NOT VALID, VALIDATE CONSTRAINT in a later migration, then SET NOT NULL (PostgreSQL 12+ "
+                    "skips the table scan when such a constraint is validated).",
+    "index-not-concurrent": "Use CREATE INDEX CONCURRENTLY (alone in its migration file: it cannot run "
+                            "inside a transaction), as in the runbook's example.",
+    "constraint-not-valid": "Use ADD CONSTRAINT ... NOT VALID, then VALIDATE CONSTRAINT in a separate "
+                            "migration (for UNIQUE/PRIMARY KEY: CREATE UNIQUE INDEX CONCURRENTLY, then ADD "
+                            "CONSTRAINT ... USING INDEX).",
+    "drop-table": EXPAND_CONTRACT + " (stop using the table in a release first, then drop it).",
+    "rename-table": EXPAND_CONTRACT + " (create the new table or a view, move the code over, drop the old "
+                    "name later) instead of renaming it.",
+    "table-rewrite": "Add the column without the volatile default (or serial), backfill in batches, then set "
+                     "the default: a rewrite holds an ACCESS EXCLUSIVE lock for its whole duration.",
+    "drop-database": "Never drop a database in a migration.",
+    "drop-index-not-concurrent": "Use DROP INDEX CONCURRENTLY (alone in its migration file).",
+    "concurrently-in-transaction": "Put CREATE/DROP INDEX CONCURRENTLY alone in its own migration file: "
+                                   "Prisma runs a file as one transaction, where CONCURRENTLY fails.",
+    "syntax": "Check the SQL: squawk could not parse it, so only migrabot's own checks ran on this file.",
+    "other": "See squawk's documentation for this rule (https://squawkhq.com/docs/rules).",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    category: str
+    risky: bool
+    new_table_ok: bool = False  # not risky when aimed at a table created in the same migration
+
+
+RULES: dict[str, Rule] = {
+    "ban-drop-column": Rule("drop-column", True, True),
+    "renaming-column": Rule("rename-column", True, True),
+    "changing-column-type": Rule("change-column-type", True, True),
+    "adding-not-nullable-field": Rule("set-not-null", True, True),
+    "adding-required-field": Rule("set-not-null", True, True),
+    "require-concurrent-index-creation": Rule("index-not-concurrent", True, True),
+    "constraint-missing-not-valid": Rule("constraint-not-valid", True, True),
+    "adding-foreign-key-constraint": Rule("constraint-not-valid", True, True),
+    "disallowed-unique-constraint": Rule("constraint-not-valid", True, True),
+    "adding-primary-key-constraint": Rule("constraint-not-valid", True, True),
+    "adding-serial-primary-key-field": Rule("constraint-not-valid", True, True),
+    "ban-drop-table": Rule("drop-table", True, True),
+    "renaming-table": Rule("rename-table", True, True),
+    "adding-field-with-default": Rule("table-rewrite", True, True),
+    "ban-drop-database": Rule("drop-database", True),
+    "require-concurrent-index-deletion": Rule("drop-index-not-concurrent", False, True),
+    "ban-concurrent-index-creation-in-transaction": Rule("concurrently-in-transaction", False),
+    "syntax-error": Rule("syntax", False),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: ``rule`` is squawk's rule id (or ``migrabot:<category>`` for our own checks)."""
+
+    rule: str
+    category: str
+    message: str
+    advice: str
+    line: int  # 1-based line in migration.sql
+    statement: str  # the statement's text, trimmed
+    risky: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "category": self.category, "risky": self.risky, "message": self.message,
+                "advice": self.advice, "line": self.line, "statement": self.statement}
+
+
+@dataclass
+class MigrationLint:
+    """One migration's verdict: "risky" when a finding is risky, else "safe"."""
+
+    name: str
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the safe operations recognised, e.g. 'new table "User"'
+
+    @property
+    def verdict(self) -> str:
+        return "risky" if any(f.risky for f in self.findings) else "safe"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "verdict": self.verdict, "findings": [f.to_dict() for f in self.findings],
+                "notes": list(self.notes)}
+
+
+@dataclass
+class LintReport:
+    migrations: list[MigrationLint]
+
+    @property
+    def zero_downtime_safe(self) -> bool:
+        return all(m.verdict == "safe" for m in self.migrations)
+
+    @property
+    def risky(self) -> list[MigrationLint]:
+        return [m for m in self.migrations if m.verdict == "risky"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"zero_downtime_safe": self.zero_downtime_safe,
+                "migrations": [m.to_dict() for m in self.migrations]}
+
+
+# --- squawk ------------------------------------------------------------------------------------
+
+
+def squawk_binary() -> str:
+    """The squawk executable: next to this Python (the venv) first, then on PATH."""
+    here = Path(sys.executable).parent / ("squawk.exe" if os.name == "nt" else "squawk")
+    if here.exists():
+        return str(here)
+    found = shutil.which("squawk")
+    if found:
+        return found
+    raise ActionError("squawk is not installed: run `pip install squawk-cli` in migrabot's environment")
+
+
+def run_squawk(paths: list[Path], *, timeout: float = SQUAWK_TIMEOUT) -> list[dict[str, Any]]:
+    """squawk's JSON findings for ``paths`` (one process for all of them), excluding nothing."""
+    if not paths:
+        return []
+    cmd = [squawk_binary(), "--reporter", "json", *map(str, paths)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise ActionError(f"squawk did not finish linting {len(paths)} file(s) within {timeout:g}s: "
+                          "lint fewer migrations at once") from None
+    except OSError as exc:
+        raise ActionError(f"squawk could not run ({exc.strerror or exc}): reinstall it with "
+                          "`pip install squawk-cli`") from None
+    out = done.stdout.strip()
+    # squawk exits 1 when it finds something; anything else without JSON is a real failure
+    try:
+        data = json.loads(out or "[]")
+    except json.JSONDecodeError:
+        detail = (done.stderr or out).strip().splitlines()
+        raise ActionError(f"squawk failed (exit {done.returncode}): {detail[-1] if detail else 'no output'}; "
+                          "check that `squawk --version` works") from None
+    if not isinstance(data, list):
+        raise ActionError("squawk's JSON output was not a list of findings: upgrade squawk-cli (>= 2.0)")
+    return data
+
+
+# --- our own statement-level view ---------------------------------------------------------------
+
+_NAME = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
+_QNAME = rf"(?:{_NAME}\s*\.\s*)?{_NAME}"
+_CREATE_TABLE = re.compile(
+    rf"^CREATE\s+(?:(?:GLOBAL\s+|LOCAL\s+)?(?:TEMP|TEMPORARY)\s+|UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    rf"(?P<t>{_QNAME})", re.I)
+_ALTER_TABLE = re.compile(rf"^ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<t>{_QNAME})", re.I)
+_CREATE_INDEX = re.compile(
+    rf"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?P<c>CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(?:{_NAME}\s+)?"
+    rf"ON\s+(?:ONLY\s+)?(?P<t>{_QNAME})", re.I)
+_DROP_INDEX = re.compile(r"^DROP\s+INDEX\s+(?P<c>CONCURRENTLY\s+)?", re.I)
+_DROP_TABLE = re.compile(r"^DROP\s+TABLE\b", re.I)
+
+# ALTER TABLE sub-commands (own detection, used when squawk could not parse the file)
+_OWN_CHECKS: list[tuple[re.Pattern[str], str, str]] = [
+    (re.compile(r"(?:^|,)\s*DROP\s+(?:COLUMN\s+)?(?!CONSTRAINT\b)(?:IF\s+EXISTS\s+)?" + _NAME, re.I), "ban-drop-column",
+     "Dropping a column breaks code that still reads or writes it."),
+    (re.compile(r"^\s*RENAME\s+(?:COLUMN\s+)?(?!TO\b|CONSTRAINT\b)" + _NAME + r"\s+TO\b", re.I), "renaming-column",
+     "Renaming a column breaks code that uses the old name."),
+    (re.compile(r"(?:^|,)\s*ALTER\s+(?:COLUMN\s+)?" + _NAME + r"\s+(?:SET\s+DATA\s+)?TYPE\b", re.I),
+     "changing-column-type",
+     "Changing a column type rewrites the table under an ACCESS EXCLUSIVE lock and may break clients."),
+    (re.compile(r"\bSET\s+NOT\s+NULL\b", re.I), "adding-not-nullable-field",
+     "SET NOT NULL scans the whole table under an ACCESS EXCLUSIVE lock."),
+    (re.compile(r"\bADD\s+(?:CONSTRAINT\s+" + _NAME + r"\s+)?(?:CHECK|FOREIGN\s+KEY|UNIQUE|PRIMARY\s+KEY)\b", re.I),
+     "constraint-missing-not-valid", "A new constraint scans the table while blocking writes."),
+]
+
+
+def _ident(name: str) -> str:
+    """Table name without schema; quoted names keep their case, bare names fold to lower case."""
+    last = re.findall(_NAME, name)[-1]
+    return last[1:-1].replace('""', '"') if last.startswith('"') else last.lower()
+
+
+def _target_table(text: str) -> str | None:
+    for pattern in (_ALTER_TABLE, _CREATE_INDEX, _CREATE_TABLE):
+        m = pattern.match(text)
+        if m:
+            return _ident(m.group("t"))
+    return None
+
+
+def _trim(text: str) -> str:
+    one_line = " ".join(text.split())
+    return one_line if len(one_line) <= STATEMENT_CHARS else one_line[: STATEMENT_CHARS - 1] + "…"
+
+
+def _statement_at(statements: list[Statement], line: int) -> Statement | None:
+    """The statement that contains 1-based ``line`` (the last one starting at or before it)."""
+    found = None
+    for st in statements:
+        if st.line <= line:
+            found = st
+        else:
+            break
+    return found
+
+
+def _notes(statements: list[Statement]) -> list[str]:
+    notes = []
+    for st in statements:
+        text = st.text
+        if m := _CREATE_TABLE.match(text):
+            notes.append(f'new table "{_ident(m.group("t"))}"')
+        elif (m := _CREATE_INDEX.match(text)) and m.group("c"):
+            notes.append(f'index built CONCURRENTLY on "{_ident(m.group("t"))}"')
+        elif m := _ALTER_TABLE.match(text):
+            rest = text[m.end():]
+            if re.search(r"\bVALIDATE\s+CONSTRAINT\b", rest, re.I):
+                notes.append(f'constraint validated on "{_ident(m.group("t"))}" (no write lock)')
+            elif re.search(r"\bNOT\s+VALID\b", rest, re.I):
+                notes.append(f'constraint added NOT VALID on "{_ident(m.group("t"))}"')
+            elif re.search(r"\bADD\s+(?:COLUMN\s+)?", rest, re.I) and not re.search(
+                    r"\bNOT\s+NULL\b|\bCONSTRAINT\b|\bPRIMARY\b|\bUNIQUE\b|\bCHECK\b|\bFOREIGN\b", rest, re.I):
+                notes.append(f'nullable column added to "{_ident(m.group("t"))}"')
+    return notes
+
+
+def _own_findings(statements: list[Statement]) -> list[tuple[str, str, Statement]]:
+    """(rule, message, statement) for the runbook's items, found without squawk."""
+    out: list[tuple[str, str, Statement]] = []
+    for st in statements:
+        text = st.text
+        if m := _CREATE_INDEX.match(text):
+            if not m.group("c"):
+                out.append(("require-concurrent-index-creation",
+                            "Building an index without CONCURRENTLY blocks writes to the table.", st))
+        elif _DROP_TABLE.match(text):
+            out.append(("ban-drop-table", "Dropping a table breaks code that still uses it.", st))
+        elif m := _ALTER_TABLE.match(text):
+            rest = text[m.end():]
+            for pattern, rule, message in _OWN_CHECKS:
+                if pattern.search(rest) and not (rule == "constraint-missing-not-valid"
+                                                 and re.search(r"\bNOT\s+VALID\b", rest, re.I)):
+                    out.append((rule, message, st))
+            if re.search(r"\bADD\s+(?:COLUMN\s+)?" + _NAME + r"\s+[^,]*\bNOT\s+NULL\b", rest, re.I) and not re.search(
+                    r"\bDEFAULT\b", rest, re.I):
+                out.append(("adding-required-field", "A NOT NULL column without a default fails on a table "
+                            "with rows and locks it.", st))
+    return out
+
+
+def _concurrently_not_alone(statements: list[Statement]) -> list[Statement]:
+    if len(statements) < 2:
+        return []
+    return [st for st in statements if statement_non_transactional_reason(st.text) and re.search(
+        r"\bCONCURRENTLY\b", st.text, re.I)]
+
+
+# --- linting ----------------------------------------------------------------------------------
+
+
+def _lint_one(name: str, sql: str, raw: list[dict[str, Any]], exclude: set[str]) -> MigrationLint:
+    statements = split_sql(sql)
+    new_tables = {_ident(m.group("t")) for st in statements if (m := _CREATE_TABLE.match(st.text))}
+    result = MigrationLint(name, notes=_notes(statements))
+    seen: set[tuple[str, int]] = set()
+
+    def add(rule_id: str, message: str, line: int, help_text: str | None = None, own: bool = False) -> None:
+        if rule_id in exclude:
+            return
+        rule = RULES.get(rule_id, Rule("other", False))
+        if rule.category in exclude:
+            return
+        st = _statement_at(statements, line)
+        if rule.new_table_ok and st is not None and _target_table(st.text) in new_tables:
+            return  # the table is new and empty: nothing to lock out or scan
+        # one finding per runbook category and statement (squawk may report one item twice)
+        key = (rule.category if rule.category != "other" else rule_id, st.line if st else line)
+        if key in seen:
+            return
+        seen.add(key)
+        advice = ADVICE.get(rule.category, ADVICE["other"])
+        if rule.category == "other" and help_text:
+            advice = help_text
+        result.findings.append(Finding(
+            rule=f"migrabot:{rule.category}" if own else rule_id, category=rule.category, message=message,
+            advice=advice, line=st.line if st else line, statement=_trim(st.text) if st else "", risky=rule.risky))
+
+    syntax_error = any(item.get("rule_name") == "syntax-error" for item in raw)
+    for item in sorted(raw, key=lambda i: (int(i.get("line") or 0), str(i.get("rule_name")))):
+        rule_id = str(item.get("rule_name") or "unknown")
+        line = int(item.get("line") or 0) + 1  # squawk counts lines from 0
+        if rule_id == "syntax-error":
+            if ("syntax", 0) not in seen:
+                add(rule_id, f"squawk could not parse line {line}: {item.get('message')}", line)
+                seen.add(("syntax", 0))
+            continue
+        add(rule_id, str(item.get("message") or rule_id), line, item.get("help"))
+    if syntax_error:
+        for rule_id, message, st in _own_findings(statements):
+            add(rule_id, message, st.line, own=True)
+    for st in _concurrently_not_alone(statements):
+        add("ban-concurrent-index-creation-in-transaction",
+            "CONCURRENTLY cannot run inside a transaction, and this file has other statements.", st.line, own=True)
+    result.findings.sort(key=lambda f: (f.line, not f.risky))
+    return result
+
+
+def lint_migrations(items: Iterable[tuple[str, str]] | Path, *, exclude: Iterable[str] = DEFAULT_EXCLUDE,
+                    timeout: float = SQUAWK_TIMEOUT) -> LintReport:
+    """Lint ``(name, sql)`` pairs (or every migration of a Prisma migrations folder), squawk run once.
+
+    >>> report = lint_migrations([("a", "CREATE TABLE t (id int);"), ("b", "ALTER TABLE t DROP COLUMN x;")])
+    >>> report.zero_downtime_safe, [m.verdict for m in report.migrations]
+    (False, ['safe', 'risky'])
+    """
+    if isinstance(items, Path):
+        return lint_folder(items, exclude=exclude, timeout=timeout)
+    pairs = list(items)
+    excluded = set(exclude)
+    with tempfile.TemporaryDirectory(prefix="migrabot-lint-") as tmp:
+        paths = []
+        for i, (_, sql) in enumerate(pairs):
+            path = Path(tmp) / f"{i:05d}.sql"
+            path.write_text(sql, encoding="utf-8")
+            paths.append(path)
+        raw = run_squawk(paths, timeout=timeout)
+        by_file: dict[str, list[dict[str, Any]]] = {}
+        for item in raw:
+            by_file.setdefault(Path(str(item.get("file", ""))).name, []).append(item)
+        return LintReport([_lint_one(name, sql, by_file.get(path.name, []), excluded)
+                           for (name, sql), path in zip(pairs, paths, strict=True)])
+
+
+def lint_sql(name: str, sql: str, *, exclude: Iterable[str] = DEFAULT_EXCLUDE) -> MigrationLint:
+    """Lint one migration's SQL."""
+    return lint_migrations([(name, sql)], exclude=exclude).migrations[0]
+
+
+def lint_folder(migrations_dir: Path, names: list[str] | None = None, exclude: Iterable[str] = DEFAULT_EXCLUDE,
+                *, timeout: float = SQUAWK_TIMEOUT) -> LintReport:
+    """Lint ``<dir>/<name>/migration.sql`` for ``names`` (default: every migration folder, in order)."""
+    migrations_dir = Path(migrations_dir)
+    if not migrations_dir.is_dir():
+        raise ActionError(f"{migrations_dir} is not a directory: point migrations_dir at prisma/migrations")
+    if names is None:
+        names = sorted(p.name for p in migrations_dir.iterdir() if (p / "migration.sql").is_file())
+    pairs = []
+    for name in names:
+        path = migrations_dir / name / "migration.sql"
+        try:
+            pairs.append((name, path.read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise ActionError(f"cannot read {path} ({exc.strerror or exc}): check the migrations folder") from None
+    return lint_migrations(pairs, exclude=exclude, timeout=timeout)

@@ -1,0 +1,140 @@
+"""Lint: the runbook's risky operations are flagged with its alternative, its safe examples pass."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from actions.errors import ActionError
+from actions.lint import DEFAULT_EXCLUDE, lint_folder, lint_migrations, lint_sql
+from bot.cli import main
+
+# One migration per item of the runbook's "Risky Operations" list (and the index/constraint items
+# its safe list implies), on an existing table "users".
+RISKY = [
+    ("drop-column", 'ALTER TABLE "users" DROP COLUMN "name";', "expand-contract"),
+    ("rename-column", 'ALTER TABLE "users" RENAME COLUMN "name" TO "display_name";', "expand-contract"),
+    ("change-column-type", 'ALTER TABLE "users" ALTER COLUMN "age" SET DATA TYPE BIGINT;', "expand-contract"),
+    ("set-not-null", 'ALTER TABLE "users" ALTER COLUMN "email" SET NOT NULL;', "expand-contract"),
+    ("index-not-concurrent", 'CREATE INDEX "users_email_idx" ON "users"("email");', "CREATE INDEX CONCURRENTLY"),
+    ("index-not-concurrent", 'CREATE UNIQUE INDEX "users_email_key" ON "users"("email");', "CONCURRENTLY"),
+    ("constraint-not-valid", "ALTER TABLE users ADD CONSTRAINT age_positive CHECK (age > 0);", "NOT VALID"),
+    ("constraint-not-valid", 'ALTER TABLE "users" ADD CONSTRAINT "users_team_fkey" FOREIGN KEY ("team_id") '
+                             'REFERENCES "team"("id") ON DELETE CASCADE;', "VALIDATE CONSTRAINT"),
+    ("constraint-not-valid", "ALTER TABLE users ADD CONSTRAINT users_email_uq UNIQUE (email);", "USING INDEX"),
+]
+
+# The runbook's own safe SQL snippets.
+SAFE = [
+    "ALTER TABLE users ADD COLUMN display_name VARCHAR(255);",
+    "CREATE INDEX CONCURRENTLY idx_users_email ON users(email_normalized);",
+    "ALTER TABLE users ADD CONSTRAINT email_lower CHECK (email = lower(email)) NOT VALID;",
+    "ALTER TABLE users VALIDATE CONSTRAINT email_lower;",
+    'CREATE TABLE "new_feature_table" ("id" TEXT NOT NULL, "created_at" TIMESTAMP(3) NOT NULL DEFAULT '
+    'CURRENT_TIMESTAMP, CONSTRAINT "new_feature_table_pkey" PRIMARY KEY ("id"));',
+]
+
+
+@pytest.mark.parametrize(("category", "sql", "advice"), RISKY, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(RISKY)])
+def test_each_risky_operation_is_risky_with_the_runbooks_alternative(category: str, sql: str, advice: str) -> None:
+    result = lint_sql("20240101000000_change", "-- a Prisma comment\n" + sql)
+    assert result.verdict == "risky"
+    finding = next(f for f in result.findings if f.category == category)
+    assert advice.lower() in finding.advice.lower()
+    assert finding.line == 2 and finding.statement.startswith(sql.split()[0])
+
+
+@pytest.mark.parametrize("sql", SAFE)
+def test_runbook_safe_examples_are_safe(sql: str) -> None:
+    result = lint_sql("20240101000000_safe", sql)
+    assert result.verdict == "safe", result.findings
+    assert result.notes  # the safe operation is recognised, not just unflagged
+
+
+def test_the_runbook_expand_contract_sequence_is_safe_until_the_contract_step() -> None:
+    report = lint_migrations([
+        ("1_expand", "ALTER TABLE users ADD COLUMN display_name VARCHAR(255);"),
+        ("2_backfill", "UPDATE users SET display_name = name WHERE display_name IS NULL;"),
+        ("3_contract", "ALTER TABLE users DROP COLUMN name;"),
+    ])
+    assert [m.verdict for m in report.migrations] == ["safe", "safe", "risky"]
+    assert not report.zero_downtime_safe
+    assert report.to_dict()["migrations"][2]["findings"][0]["category"] == "drop-column"
+
+
+def test_index_and_constraints_on_a_table_created_in_the_same_migration_are_safe() -> None:
+    sql = """
+CREATE TABLE "team" ("id" UUID NOT NULL, "name" VARCHAR(50) NOT NULL, CONSTRAINT "team_pkey" PRIMARY KEY ("id"));
+CREATE UNIQUE INDEX "team_name_key" ON "team"("name");
+ALTER TABLE "team" ADD CONSTRAINT "team_name_check" CHECK (length("name") > 0);
+ALTER TABLE "team" ADD CONSTRAINT "team_owner_fkey" FOREIGN KEY ("id") REFERENCES "users"("id");
+CREATE INDEX "users_team_idx" ON "users"("team_id");
+"""
+    result = lint_sql("init", sql)
+    assert [(f.category, f.line) for f in result.findings if f.risky] == [("index-not-concurrent", 6)]
+
+
+def test_concurrently_with_other_statements_warns_about_prismas_transaction() -> None:
+    result = lint_sql("m", "CREATE INDEX CONCURRENTLY i ON users(email);\nALTER TABLE users ADD COLUMN x TEXT;")
+    assert result.verdict == "safe"
+    assert [f.category for f in result.findings] == ["concurrently-in-transaction"]
+
+
+def test_unparsable_sql_falls_back_to_migrabots_own_detection() -> None:
+    sql = "ALTER TABLE users DROP COLUMN name;\nSELEC oops;\nALTER TABLE users ALTER COLUMN a DROP DEFAULT;"
+    result = lint_sql("broken", sql)
+    categories = [f.category for f in result.findings]
+    assert "syntax" in categories and "drop-column" in categories
+    assert categories.count("drop-column") == 1  # DROP DEFAULT is not a dropped column
+    assert next(f for f in result.findings if f.category == "drop-column").rule == "migrabot:drop-column"
+
+
+def test_exclude_list() -> None:
+    sql = "ALTER TABLE users ADD COLUMN display_name VARCHAR(255);\nALTER TABLE users DROP COLUMN name;"
+    assert lint_sql("m", sql).verdict == "risky"
+    assert lint_sql("m", sql, exclude=[*DEFAULT_EXCLUDE, "ban-drop-column"]).verdict == "safe"
+    noisy = lint_sql("m", sql, exclude=[])
+    assert "prefer-text-field" in {f.rule for f in noisy.findings}
+    assert "prefer-text-field" not in {f.rule for f in lint_sql("m", sql).findings}
+
+
+def test_umami_corpus_lints_and_its_init_is_safe(umami_migrations: Path) -> None:
+    report = lint_folder(umami_migrations)
+    by_name = {m.name: m for m in report.migrations}
+    assert len(report.migrations) == 19
+    assert by_name["01_init"].verdict == "safe"
+    assert by_name["02_report_schema_session_data"].verdict == "risky"  # RENAME COLUMN
+    assert {f.category for f in by_name["12_update_report_parameter"].findings} == {"change-column-type"}
+    assert by_name["16_boards"].verdict == "safe"  # new table with its indexes
+    assert not report.zero_downtime_safe
+
+
+def test_lint_folder_with_names_and_missing_folder(tmp_path: Path) -> None:
+    for name, sql in (("a", "CREATE TABLE t (id int);"), ("b", "DROP TABLE t;")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "migration.sql").write_text(sql)
+    assert [m.name for m in lint_folder(tmp_path, ["b"]).migrations] == ["b"]
+    with pytest.raises(ActionError, match="not a directory"):
+        lint_folder(tmp_path / "nope")
+
+
+def test_missing_squawk_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ActionError, match="pip install squawk-cli"):
+        lint_sql("m", "SELECT 1;")
+
+
+def test_cli_lint_folder_json_and_exit_codes(umami_migrations: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lint", str(umami_migrations), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["zero_downtime_safe"] is False
+    first = data["migrations"][0]
+    assert set(first) == {"name", "verdict", "findings", "notes"} and first["verdict"] == "safe"
+    (tmp_path / "1_add").mkdir()
+    (tmp_path / "1_add" / "migration.sql").write_text("ALTER TABLE users ADD COLUMN display_name VARCHAR(255);")
+    assert main(["lint", str(tmp_path)]) == 0
+    assert "zero-downtime safe: yes" in capsys.readouterr().out
