@@ -172,7 +172,6 @@ def scenarios(tmp_path: Path, database_url: str) -> list[Scenario]:
            for name, url in (("good", good), ("refused", refused), ("badhost", badhost))}
     return [
         Scenario("good", cfg["good"]),
-        Scenario("good-staging", cfg["good"], env_name="staging"),
         Scenario("refused", cfg["refused"]),
         Scenario("badhost", cfg["badhost"]),
         Scenario("unset-env", unset),
