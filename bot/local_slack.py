@@ -64,6 +64,7 @@ class Call:
     args: dict[str, Any]
     response: dict[str, Any]
     ok: bool
+    transport: str = ""  # how it arrived: "POST json", "POST form" or "GET"
 
     @property
     def error(self) -> str | None:
@@ -394,13 +395,15 @@ class LocalSlack:
         self.touch()
         try:
             method = request.match_info["method"]
+            transport = "GET" if request.method == "GET" else (
+                "POST json" if request.content_type == "application/json" else "POST form")
             try:
                 args = await self._read_args(request)
             except SlackApiError as exc:
                 args, response = {}, {"ok": False, "error": exc.code}
             else:
                 response = self._dispatch(method, request, args)
-            self._record(method, args, response)
+            self._record(method, args, response, transport)
             await self._fire_pending()
             return web.json_response(response)
         finally:
@@ -447,8 +450,8 @@ class LocalSlack:
             self._pending.clear()
             return {"ok": False, "error": exc.code, **exc.extra}
 
-    def _record(self, method: str, args: dict[str, Any], response: dict[str, Any]) -> None:
-        self.calls.append(Call(method, copy.deepcopy(args), response, bool(response.get("ok"))))
+    def _record(self, method: str, args: dict[str, Any], response: dict[str, Any], transport: str = "") -> None:
+        self.calls.append(Call(method, copy.deepcopy(args), response, bool(response.get("ok")), transport))
         if not response.get("ok"):
             log.info("local slack rejected %s: %s %s", method, response.get("error"),
                      response.get("response_metadata", {}).get("messages", ""))
@@ -788,7 +791,7 @@ class LocalSlack:
                 args = None
             status, response = self._respond(request.match_info["token"], args)
             self._record("response_url", {"url": str(request.url), **(args if isinstance(args, dict) else {})},
-                         response)
+                         response, "POST json")
             await self._fire_pending()
             return web.json_response(response, status=status)
         finally:
