@@ -155,3 +155,11 @@ def test_installed_entry_point_reports_user_errors_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bot", "no-such-command"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 2 and "invalid choice" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ci_runs_exactly_the_test_command_the_readme_gives():
+    ci = (ROOT / ".ci" / "run").read_text()
+    [command] = [line.split("=", 1)[1].strip('"') for line in ci.splitlines() if line.startswith("TEST_COMMAND=")]
+    readme = (ROOT / "README.md").read_text()
+    assert f"```bash\n{command}\n```" in readme
+    assert os.access(ROOT / ".ci" / "run", os.X_OK)
