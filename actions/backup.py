@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -161,9 +162,9 @@ def _check_writable(env_dir: Path) -> str | None:
     """None when a file can be written in ``env_dir`` (created if missing), else the problem."""
     try:
         env_dir.mkdir(parents=True, exist_ok=True)
-        probe = env_dir / f".migrabot-write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=env_dir, prefix=".migrabot-write-test-") as probe:
+            probe.write(b"ok")
+            probe.flush()
     except OSError as exc:
         return (f"cannot write to the backup directory {env_dir} ({exc.strerror or exc}): check it is a "
                 f"directory the bot's user may write to (`ls -ld {env_dir.parent}`), or set backup_dir "
