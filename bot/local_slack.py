@@ -355,12 +355,24 @@ class LocalSlack:
             return
         action = answer.get("response_action") if isinstance(answer, dict) else None
         if action == "errors":
+            # Slack shows errors under input blocks only, keyed by block_id (a common bug: keying by action_id)
+            inputs = {b.get("block_id") for b in view.view.get("blocks", []) if b.get("type") == "input"}
+            errors = answer.get("errors")
+            bad = sorted(str(k) for k in errors if k not in inputs) if isinstance(errors, dict) and errors else None
+            if bad is None:
+                problems = ["response_action errors needs a non-empty errors object"]
+            else:
+                problems = [f"errors key {k!r} is not the block_id of an input block" for k in bad]
+                problems += [f"errors[{k!r}] must be a non-empty string" for k, v in errors.items()
+                             if not isinstance(v, str) or not v]
+            self._record("view_submission.errors", {"view_id": view_id, **answer},
+                         self._error("invalid_arguments", problems) if problems else {"ok": True}, "ack")
             return
         if action in ("update", "push"):
             new = answer.get("view")
             problems = check_view(new) if isinstance(new, dict) else ["response_action needs a view"]
             self._record("view_submission." + action, {"view_id": view_id, **answer},
-                         self._error("invalid_arguments", problems) if problems else {"ok": True})
+                         self._error("invalid_arguments", problems) if problems else {"ok": True}, "ack")
             if problems:
                 return
             if action == "update":
@@ -376,6 +388,31 @@ class LocalSlack:
         else:
             self.close_view(view_id)
         self._fire_pending_sync()
+
+    def apply_command_response(self, channel: str, user: str, answer: Any) -> None:
+        """Show the bot's immediate answer to a slash command (``ack("text")``) as Slack does.
+
+        Ephemeral to ``user`` unless ``response_type`` is ``in_channel``; an empty answer shows nothing.
+        """
+        if not answer:
+            return
+        args = dict(answer) if isinstance(answer, dict) else {"text": str(answer)}
+        if not any(args.get(k) for k in ("text", "blocks", "attachments")):
+            return
+        try:
+            text, blocks = self._check_content(args)
+            self._store(channel, self.bot_user_id, text, blocks, None,
+                        ephemeral_to=None if args.get("response_type") == "in_channel" else user)
+            response: dict[str, Any] = {"ok": True}
+        except SlackApiError as exc:
+            self._pending.clear()
+            response = {"ok": False, "error": exc.code, **exc.extra}
+        self._record("command_response", {"channel": channel, "user": user, **args}, response, "ack")
+        self._fire_pending_sync()
+
+    def note_failure(self, method: str, error: str, **args: Any) -> None:
+        """Record something Slack would have shown as an error (e.g. an ack later than 3 s) in ``errors()``."""
+        self._record(method, args, {"ok": False, "error": error}, "ack")
 
     def close_view(self, view_id: str) -> None:
         """Remove a view from its user's stack (the user closed it, or a submission closed it)."""

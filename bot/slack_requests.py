@@ -35,6 +35,7 @@ from aiohttp import web
 from bot.local_slack import LocalSlack, Message
 
 FORM = "application/x-www-form-urlencoded"
+ACK_TIMEOUT = 3.0  # Slack gives up on an answer after 3 s and shows the user an error
 JSON = "application/json"
 INPUT_TYPES = {"checkboxes", "static_select", "radio_buttons", "multi_static_select", "plain_text_input",
                "number_input", "email_text_input", "url_text_input", "datepicker", "timepicker",
@@ -80,6 +81,7 @@ class SlackDriver:
         self.team_id = team_id or slack.team_id
         self.api_app_id = api_app_id or slack.app_id
         self.timeout = timeout
+        self.ack_timeout = ACK_TIMEOUT  # tests may lower it to check slow acks without waiting 3 s
         self.last_request: SentRequest | None = None
         self._last_by_kind: dict[str, SentRequest] = {}
         # (user, channel-or-view, ts-or-view_id) -> block_id -> action_id -> value object: what the user selected
@@ -138,9 +140,18 @@ class SlackDriver:
             body, ctype = urlencode({"payload": json.dumps(payload)}).encode(), FORM
         request = SentRequest(body, ctype, kind, payload)
         self.last_request = self._last_by_kind[kind] = request
+        started = time.monotonic()
         if retry_num is None:
-            return await self.post(body, ctype)
-        return await self.replay(request, retry_num)
+            answer = await self.post(body, ctype)
+        else:
+            answer = await self.replay(request, retry_num)
+        elapsed = time.monotonic() - started
+        if elapsed > self.ack_timeout:
+            self.slack.note_failure(f"ack.{kind}", "operation_timeout", seconds=round(elapsed, 2))
+        elif answer.status != 200 and kind != "event":
+            # Slack shows "failed with the error dispatch_failed" (commands) or a red error (actions, modals)
+            self.slack.note_failure(f"ack.{kind}", "dispatch_failed", status=answer.status)
+        return answer
 
     def _retry(self, kind: str, retry_num: int | None) -> SentRequest | None:
         """The earlier request of this kind to resend, when ``retry_num`` asks for a retry."""
@@ -173,7 +184,10 @@ class SlackDriver:
             "response_url": self.slack.issue_response_url(channel_id, user_id),
             "trigger_id": self.slack.issue_trigger_id(user_id),
         }
-        return await self._send("slash", payload, retry_num)
+        answer = await self._send("slash", payload, retry_num)
+        if answer.status == 200:
+            self.slack.apply_command_response(channel_id, user_id, answer.body)
+        return answer
 
     def _stored(self, channel_id: str, message_ts: str) -> Message:
         msg = self.slack.message(channel_id, message_ts)

@@ -65,6 +65,11 @@ async def stack() -> AsyncIterator[Stack]:
 
     @app.command("/migrate")
     async def migrate(ack, command, client, respond):  # type: ignore[no-untyped-def]
+        if command["text"] == "help":
+            await ack("Usage: /migrate plan ENV")
+            return
+        if command["text"] == "slow":
+            await asyncio.sleep(0.2)
         await ack()
         seen.append(("command", command))
         if command["text"] == "private":
@@ -98,7 +103,9 @@ async def stack() -> AsyncIterator[Stack]:
     async def reject(ack, view):  # type: ignore[no-untyped-def]
         seen.append(("submit", view))
         reason = view["state"]["values"]["reason_block"]["reason"]["value"] or ""
-        if len(reason) < 5:
+        if reason == "wrong key":
+            await ack(response_action="errors", errors={"reason": "keyed by action_id: Slack cannot show it"})
+        elif len(reason) < 5:
             await ack(response_action="errors", errors={"reason_block": "Say a little more (5+ characters)."})
         else:
             await ack()
@@ -198,6 +205,11 @@ async def test_modal_submission_with_errors_stays_open(stack: Stack) -> None:
     submitted = stack.bodies("submit")[0]
     assert submitted["id"] == view.id and submitted["private_metadata"] == "run-1"
 
+    assert stack.slack.errors() == []
+    await stack.driver.submit_view("U1", view.id, {"reason_block": {"reason": "wrong key"}})
+    (bad,) = stack.slack.errors()
+    assert bad.method == "view_submission.errors" and "not the block_id of an input block" in bad.response["errors"][0]
+
     status, answer = await stack.driver.submit_view("U1", view.id, {"reason_block": {"reason": "wrong target db"}})
     assert status == 200 and not answer
     assert stack.slack.open_views("U1") == []
@@ -231,3 +243,17 @@ async def test_forged_signature_and_stale_timestamp_are_rejected(stack: Stack) -
     assert stack.seen == []
     fresh = await stack.driver.post(body, FORM, timestamp=int(time.time()) - 200)
     assert fresh.status == 200, "the same body signed within 300 s is accepted"
+
+
+async def test_slash_ack_text_shows_as_ephemeral_and_failures_are_recorded(stack: Stack) -> None:
+    status, answer = await stack.driver.slash("U2", "/migrate", "help", "C1")
+    assert status == 200 and answer == "Usage: /migrate plan ENV", "Bolt answers ack(text) as plain text"
+    assert [m.text for m in stack.slack.ephemerals("C1", "U2")] == ["Usage: /migrate plan ENV"]
+    assert stack.slack.messages("C1") == [] and stack.slack.errors() == []
+
+    status, _ = await stack.driver.slash("U2", "/unknown", "", "C1")
+    assert status == 404, "Bolt answers 404 when no listener acks"
+    stack.driver.ack_timeout = 0.1
+    await stack.driver.slash("U2", "/migrate", "slow", "C1")
+    assert [(c.method, c.error) for c in stack.slack.errors()] == [
+        ("ack.slash", "dispatch_failed"), ("ack.slash", "operation_timeout")]
