@@ -1,9 +1,80 @@
-"""Commands added by a later issue."""
+"""``migrabot serve``: the bot itself, in Socket Mode (default) or over HTTP."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
+
+from bot.cli import EXIT_ERROR, CliError, add_config_option, config_from_args
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Nothing yet."""
+    p = sub.add_parser("serve", help="run the Slack bot (Socket Mode by default)")
+    add_config_option(p)
+    p.add_argument("--http", action="store_true",
+                   help="serve Slack's Events/Interactivity/Commands endpoint over HTTP instead of Socket Mode")
+    p.add_argument("--host", default="0.0.0.0", help="HTTP listen address (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bot.app import MissingSecret, slack_env
+
+    config = config_from_args(args)
+    try:
+        token = slack_env("SLACK_BOT_TOKEN", "the bot needs its xoxb- token to talk to Slack")
+        if args.http:
+            secret = slack_env("SLACK_SIGNING_SECRET", "HTTP mode verifies every request with it")
+            app_token = None
+        else:
+            app_token = slack_env("SLACK_APP_TOKEN", "Socket Mode needs an app-level xapp- token "
+                                  "with connections:write (or run with --http)")
+            secret = None
+    except MissingSecret as exc:
+        raise CliError(str(exc)) from None
+    try:
+        asyncio.run(_serve(config, token, secret, app_token, args))
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port") from None
+    return EXIT_ERROR
+
+
+async def _serve(config, token: str, secret: str | None, app_token: str | None, args: argparse.Namespace) -> None:
+    import os
+
+    from aiohttp import web
+
+    from bot.app import build_app, http_application, start_background
+    from state.store import open_store
+
+    store = open_store(config.state_path)
+    app, wf = build_app(config, store, token=token, signing_secret=secret,
+                        api_url=os.environ.get("MIGRABOT_SLACK_API_URL"))
+    scheduler = await start_background(wf)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if args.http:
+        runner = web.AppRunner(http_application(app, wf))
+        await runner.setup()
+        await web.TCPSite(runner, args.host, args.port).start()
+        print(f"migrabot: serving Slack requests on http://{args.host}:{args.port}/slack/events", flush=True)
+        await stop.wait()
+        await runner.cleanup()
+    else:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        handler = AsyncSocketModeHandler(app, app_token)
+        await handler.connect_async()
+        print("migrabot: connected to Slack in Socket Mode", flush=True)
+        await stop.wait()
+        await handler.close_async()
+    scheduler.shutdown(wait=False)
+    await wf.close()
+    store.close()

@@ -1,0 +1,75 @@
+"""Wiring: the Bolt ``AsyncApp``, the workflow behind it, and the HTTP endpoint.
+
+    app, wf = build_app(config, store, token="xoxb-…", signing_secret="…")
+    web = http_application(app, wf)   # aiohttp app: /slack/events and /healthz
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Config
+from bot.redact import register_secret
+from bot.slack_out import SlackOut
+from bot.workflow import Workflow
+from handlers import register_all
+from state.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class MissingSecret(Exception):
+    """A Slack token or secret the chosen mode needs is not set."""
+
+
+def slack_env(name: str, why: str) -> str:
+    """A Slack secret from the environment (they never live in the configuration file)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise MissingSecret(f"{name} is not set; {why}. Export it (see README: Creating the Slack app)")
+    register_secret(value)
+    return value
+
+
+def build_app(config: Config, store: Store, *, token: str, signing_secret: str | None,
+              api_url: str | None = None, update_interval: float = 0.3) -> tuple[AsyncApp, Workflow]:
+    register_secret(token)
+    register_secret(signing_secret)
+    client = AsyncWebClient(token=token, base_url=api_url) if api_url else AsyncWebClient(token=token)
+    app = AsyncApp(client=client, signing_secret=signing_secret,
+                   request_verification_enabled=signing_secret is not None,
+                   process_before_response=False, raise_error_for_unhandled_request=False)
+    wf = Workflow(config, store, SlackOut(client), update_interval=update_interval)
+    register_all(app, wf)
+    return app, wf
+
+
+def http_application(app: AsyncApp, wf: Workflow, path: str = "/slack/events") -> web.Application:
+    """Slack's one endpoint (commands, interactivity, events) plus ``/healthz``."""
+    web_app = app.web_app(path=path)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        try:
+            wf.store.db.execute("SELECT 1")
+        except Exception as exc:
+            return web.json_response({"ok": False, "error": f"state database: {exc}"}, status=503)
+        return web.json_response({"ok": True, "environments": wf.config.environment_names(),
+                                  "open_runs": wf.store.db["runs"].count_where(
+                                      "status IN ('awaiting', 'scheduled', 'running')")})
+
+    web_app.router.add_get("/healthz", healthz)
+    return web_app
+
+
+async def start_background(wf: Workflow) -> Any:
+    """What runs beside the listeners: restart recovery, then the scheduler."""
+    from bot import recovery, scheduler
+
+    await recovery.recover(wf)
+    return await scheduler.start(wf)

@@ -1,0 +1,353 @@
+"""The `/migrate` run from request to Run: plan, lock, checklist, approvals, typed confirmation.
+
+Handlers call these after ``ack()``. Every refusal goes to the person who acted,
+ephemeral, and into the audit log; every change re-renders the run message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actions.errors import ActionError
+from bot import approval_policy, checklist
+from bot.commands import MIGRATE_USAGE
+from bot.config import Environment
+from bot.render import messages
+from bot.workflow import Workflow
+from state import approvals, locks, runs
+from state import checklist as ticks_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Actor:
+    """Who acted, and where (for ephemeral answers)."""
+
+    user: str
+    channel: str
+    channel_name: str | None = None
+    trigger_id: str | None = None
+
+
+async def tell(wf: Workflow, actor: Actor, text_blocks: tuple[str, list[dict[str, Any]]]) -> None:
+    text, blocks = text_blocks
+    await wf.slack.ephemeral(actor.channel, actor.user, text, blocks)
+
+
+async def refuse(wf: Workflow, actor: Actor, reason: str, *, run: dict[str, Any] | None = None,
+                 env: str | None = None, action: str = "refused") -> None:
+    wf.audit(actor.user, action, run=run, env=env, detail=reason)
+    await tell(wf, actor, messages.refusal(reason))
+
+
+# --- planning -----------------------------------------------------------------------------------
+
+
+async def compute_plan(wf: Workflow, env: Environment) -> tuple[dict[str, Any], Any]:
+    """Pending migrations (names, checksums, SQL facts) and their lint, or ActionError."""
+    from actions.deploy import refuse_unsafe_state
+    from actions.status import migration_status
+
+    status = await migration_status(env.migration_url, env.migrations_dir)
+    refuse_unsafe_state(status)
+    local = {m.name: m for m in status.local}
+    migrations = [{"name": n, "checksum": local[n].checksum, "transactional": local[n].transactional}
+                  for n in status.pending]
+    return {"migrations": migrations, "lint": await lint_plan(wf, env, status.pending)}, status
+
+
+async def lint_plan(wf: Workflow, env: Environment, names: list[str]) -> dict[str, Any]:
+    if not names:
+        return {"migrations": [], "zero_downtime_safe": True}
+    try:
+        from actions.lint import lint_folder
+
+        kwargs: dict[str, Any] = {}
+        if wf.config.lint_exclude:
+            kwargs["exclude"] = wf.config.lint_exclude
+        report = await asyncio.to_thread(lint_folder, Path(env.migrations_dir), names, **kwargs)
+        return report.to_dict()
+    except (ActionError, ImportError, OSError) as exc:
+        return {"error": str(exc), "migrations": []}
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+async def request_run(wf: Workflow, env: Environment, actor: Actor, *, scheduled_for: str | None = None) -> int | None:
+    """`/migrate ENV`: take the environment's lock, post the run message, start the checks."""
+    reason = approval_policy.may_request(env, actor.user)
+    if reason:
+        await refuse(wf, actor, reason, env=env.name)
+        return None
+    run_id = runs.create(wf.store, kind="migrate", env=env.name, requested_by=actor.user,
+                         channel=actor.channel, status="scheduled" if scheduled_for else "awaiting")
+    holder = locks.acquire(wf.store, env.name, run_id=run_id, holder=actor.user)
+    if holder is not None:
+        wf.store.db["runs"].delete(run_id)
+        await refuse_locked(wf, actor, env.name, holder)
+        return None
+    try:
+        plan, _status = await compute_plan(wf, env)
+    except ActionError as exc:
+        release(wf, run_id, env.name, "cancelled", error=str(exc))
+        await refuse(wf, actor, f"cannot plan a run on {env.name}: {exc}", env=env.name)
+        return None
+    if not plan["migrations"]:
+        release(wf, run_id, env.name, "cancelled", error="nothing pending")
+        wf.audit(actor.user, "request_nothing_pending", env=env.name)
+        await tell(wf, actor, messages.notice(f":white_check_mark: {env.name} is up to date: no pending migrations."))
+        return None
+    runs.update(wf.store, run_id, plan=plan, scheduled_for=scheduled_for)
+    run = runs.get(wf.store, run_id)
+    wf.audit(actor.user, "request", run=run, detail=", ".join(m["name"] for m in plan["migrations"]))
+    ts = await wf.post_run_message(run_id)
+    if ts is None:
+        release(wf, run_id, env.name, "cancelled", error="Slack refused the run message")
+        await refuse(wf, actor, "Slack refused the run message; nothing was started (see the bot's log)", env=env.name)
+        return None
+    run = runs.get(wf.store, run_id) or run
+    await post_sql(wf, env, run)
+    await recheck(wf, run_id, actor, silent=True)
+    return run_id
+
+
+async def refuse_locked(wf: Workflow, actor: Actor, env_name: str, holder: dict[str, Any]) -> None:
+    other = runs.get(wf.store, holder["run_id"])
+    link = None
+    if other and other.get("message_ts"):
+        link = await wf.slack.permalink(other["channel"], other["message_ts"])
+    wf.audit(actor.user, "refused_locked", env=env_name, detail=f"held by {holder['holder']} run {holder['run_id']}")
+    await tell(wf, actor, messages.lock_held(env_name, holder, link))
+
+
+def release(wf: Workflow, run_id: int, env_name: str, status: str, **fields: Any) -> None:
+    """End a run that never started and free its environment."""
+    runs.transition(wf.store, run_id, ["awaiting", "scheduled"], status, **fields)
+    locks.release(wf.store, env_name, run_id)
+
+
+async def post_sql(wf: Workflow, env: Environment, run: dict[str, Any]) -> None:
+    """Every pending migration's SQL in the thread, for the "Review migration files" item."""
+    for m in run["plan"]["migrations"]:
+        path = Path(env.migrations_dir) / m["name"] / "migration.sql"
+        try:
+            sql = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            sql = f"(cannot read {path}: {exc.strerror})"
+        text, blocks = messages.migration_sql(m["name"], sql, transactional=m.get("transactional", True))
+        await wf.reply(run, text, blocks)
+
+
+async def recheck(wf: Workflow, run_id: int, actor: Actor, *, silent: bool = False) -> None:
+    """Run the bot's own checklist checks again (the Re-check button)."""
+    run = runs.get(wf.store, run_id)
+    if run is None or run["status"] not in ("awaiting", "scheduled"):
+        if not silent:
+            await refuse(wf, actor, "this run is no longer waiting; nothing to re-check", run=run)
+        return
+    env = wf.env(run["env"])
+    checks = await checklist.run_checks(wf.config, env, run["plan"], channel_name=actor.channel_name)
+    runs.update(wf.store, run_id, checks=checks)
+    if not silent:
+        wf.audit(actor.user, "recheck", run=run)
+    wf.refresh(run_id)
+
+
+async def tick(wf: Workflow, run_id: int, actor: Actor, selected: list[str]) -> None:
+    """The checklist's checkboxes changed: record who ticked or unticked what."""
+    run = runs.get(wf.store, run_id)
+    if run is None or run["status"] not in ("awaiting", "scheduled"):
+        await refuse(wf, actor, "this run is no longer open; the checklist cannot change", run=run)
+        wf.refresh(run_id) if run else None
+        return
+    env = wf.env(run["env"])
+    reason = approval_policy.may_operate(env, actor.user, requested_by=run["requested_by"])
+    if reason:
+        await refuse(wf, actor, reason, run=run)
+        wf.refresh(run_id)  # puts the boxes back as they were
+        return
+    checks = run.get("checks") or {}
+    current = ticks_state.ticks(wf.store, run_id)
+    for key in checklist.ITEM_KEYS:
+        if checks.get(key, {}).get("status") != "manual":
+            continue
+        now_checked = key in selected
+        was_checked = bool(current.get(key, {}).get("checked"))
+        if now_checked != was_checked:
+            ticks_state.tick(wf.store, run_id, key, now_checked, by=actor.user, source="person")
+            wf.audit(actor.user, "tick" if now_checked else "untick", run=run, detail=checklist.LABELS[key])
+    wf.refresh(run_id)
+
+
+async def vote(wf: Workflow, run_id: int, actor: Actor, decision: str, *, via: str) -> None:
+    """Approve or reject, by button or reaction."""
+    run = runs.get(wf.store, run_id)
+    if run is None or run["status"] not in ("awaiting", "scheduled"):
+        if via == "button":
+            await refuse(wf, actor, "this run is no longer waiting for approvals", run=run)
+        return
+    env = wf.env(run["env"])
+    members = await wf.members(env)
+    reason = approval_policy.may_vote(env, requested_by=run["requested_by"], user=actor.user, members=members)
+    if reason:
+        await refuse(wf, actor, f"your {decision} was not counted: {reason}", run=run, action=f"{decision}_refused")
+        return
+    if not approvals.vote(wf.store, run_id, actor.user, decision, via=via):
+        return  # the same vote again (a double click, or button then reaction): counted once
+    wf.audit(actor.user, decision, run=run, detail=f"via {via}")
+    if decision == "reject":
+        runs.transition(wf.store, run_id, ["awaiting", "scheduled"], "rejected",
+                        error=f"rejected by <@{actor.user}>")
+        locks.release(wf.store, env.name, run_id)
+    wf.refresh(run_id)
+
+
+async def withdraw(wf: Workflow, run_id: int, actor: Actor, decision: str) -> None:
+    """A removed reaction withdraws that person's vote."""
+    run = runs.get(wf.store, run_id)
+    if run is None or run["status"] not in ("awaiting", "scheduled"):
+        return
+    if approvals.withdraw(wf.store, run_id, actor.user, decision):
+        wf.audit(actor.user, f"withdraw_{decision}", run=run, detail="reaction removed")
+        wf.refresh(run_id)
+
+
+async def press_run(wf: Workflow, run_id: int, actor: Actor) -> None:
+    """The Run button: typed confirmation where configured, else start."""
+    view = await wf.view(run_id)
+    if view is None:
+        await refuse(wf, actor, f"run #{run_id} does not exist")
+        return
+    reason = approval_policy.may_operate(view.env, actor.user, requested_by=view.run["requested_by"])
+    if reason:
+        await refuse(wf, actor, reason, run=view.run)
+        return
+    if view.status != "awaiting":
+        await refuse(wf, actor, f"run #{run_id} is {view.status}; it cannot start again", run=view.run)
+        return
+    if not view.ready:
+        await refuse(wf, actor, "not ready to run: " + "; ".join(view.missing()), run=view.run)
+        return
+    if view.env.confirm_by_typing:
+        if not actor.trigger_id:
+            await refuse(wf, actor, "this environment needs a typed confirmation; press Run again", run=view.run)
+            return
+        modal = messages.confirm_modal(run_id, view.env.name, "apply "
+                                       f"{len(view.plan.get('migrations', []))} migration(s)", view.env.name)
+        if await wf.slack.open_modal(actor.trigger_id, modal) is None:
+            await refuse(wf, actor, "Slack did not open the confirmation; press Run again", run=view.run)
+        return
+    await start(wf, run_id, actor)
+
+
+def confirmation_error(wf: Workflow, run_id: int, typed: str | None) -> str | None:
+    """Check a typed confirmation before the modal closes; None when it is right."""
+    run = runs.get(wf.store, run_id)
+    if run is None:
+        return "this run no longer exists"
+    if (typed or "") != run["env"]:
+        return f'type the environment name exactly: {run["env"]}'
+    return None
+
+
+async def start(wf: Workflow, run_id: int, actor: Actor) -> bool:
+    """awaiting → running, once (a double click or a retried request starts nothing twice)."""
+    view = await wf.view(run_id)
+    if view is None or not view.ready:
+        if view is not None and view.status == "awaiting":
+            await refuse(wf, actor, "not ready to run: " + "; ".join(view.missing()), run=view.run)
+        return False
+    if not runs.transition(wf.store, run_id, ["awaiting"], "running", current_step="starting"):
+        return False
+    wf.audit(actor.user, "run", run=view.run)
+    from bot.run_migrate import execute
+
+    wf.executing[run_id] = wf.spawn(execute(wf, run_id, actor.user), name=f"run-{run_id}")
+    return True
+
+
+async def abort(wf: Workflow, run_id: int, actor: Actor) -> None:
+    view = await wf.view(run_id)
+    if view is None:
+        await refuse(wf, actor, f"run #{run_id} does not exist")
+        return
+    reason = approval_policy.may_operate(view.env, actor.user, requested_by=view.run["requested_by"])
+    if reason:
+        await refuse(wf, actor, reason, run=view.run)
+        return
+    if view.status in ("awaiting", "scheduled"):
+        if runs.transition(wf.store, run_id, ["awaiting", "scheduled"], "aborted",
+                           error=f"aborted by <@{actor.user}> before it started; nothing was changed"):
+            locks.release(wf.store, view.env.name, run_id)
+            wf.audit(actor.user, "abort", run=view.run, detail="before start")
+            from bot import schedules
+
+            schedules.cancel_for_run(wf, run_id)
+        wf.refresh(run_id)
+        return
+    if view.status == "running":
+        runs.update(wf.store, run_id, abort_requested=1)
+        wf.audit(actor.user, "abort", run=view.run, detail="during run")
+        if not view.abortable:
+            await tell(wf, actor, messages.notice(
+                ":hourglass: a migration is being applied right now; the run stops before the next one."))
+        wf.refresh(run_id)
+        return
+    await refuse(wf, actor, f"run #{run_id} already ended ({view.status})", run=view.run)
+
+
+async def abort_env(wf: Workflow, env: Environment, actor: Actor) -> None:
+    """`/migrate abort ENV`: the open run of that environment."""
+    open_runs = runs.open_runs(wf.store, env.name)
+    if not open_runs:
+        await tell(wf, actor, messages.notice(f"No open run on {env.name}; nothing to abort."))
+        return
+    await abort(wf, open_runs[-1]["id"], actor)
+
+
+async def show_status(wf: Workflow, env: Environment, actor: Actor) -> None:
+    from actions.status import migration_status
+
+    try:
+        status = await migration_status(env.migration_url, env.migrations_dir)
+    except ActionError as exc:
+        await refuse(wf, actor, f"cannot read the status of {env.name}: {exc}", env=env.name)
+        return
+    data = status.to_dict()
+    await tell(wf, actor, messages.status_message(env.name, data))
+
+
+async def show_plan(wf: Workflow, env: Environment, actor: Actor) -> None:
+    try:
+        plan, _ = await compute_plan(wf, env)
+    except ActionError as exc:
+        await refuse(wf, actor, f"cannot plan {env.name}: {exc}", env=env.name)
+        return
+    await tell(wf, actor, messages.plan_message(env.name, plan["migrations"], plan["lint"]))
+
+
+async def show_history(wf: Workflow, env: Environment, actor: Actor) -> None:
+    await tell(wf, actor, messages.history_message(env.name, runs.history(wf.store, env.name)))
+
+
+async def show_help(wf: Workflow, actor: Actor) -> None:
+    await tell(wf, actor, messages.usage(MIGRATE_USAGE))
+
+
+async def fix_forward(wf: Workflow, run_id: int, actor: Actor) -> None:
+    """The incident's "Fix forward" button: the decision is recorded and shown."""
+    run = runs.get(wf.store, run_id)
+    if run is None or run["status"] != "failed":
+        await refuse(wf, actor, "only a failed run takes an incident decision", run=run)
+        return
+    runs.update(wf.store, run_id, decision=f"fix forward, decided by <@{actor.user}>")
+    wf.audit(actor.user, "decide_fix_forward", run=run)
+    await wf.reply(run, f":hammer_and_wrench: <@{actor.user}> decided to fix forward. "
+                        "Ship a new migration; `/migrate resolve` marks the failed one first.")
+    wf.refresh(run_id)

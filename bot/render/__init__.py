@@ -1,0 +1,1 @@
+"""Block Kit rendering: pure functions from state to message and modal payloads."""

@@ -1,0 +1,193 @@
+"""The run message: one per run, re-rendered from state on every change (``chat.update``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot import checklist
+from bot.render import blocks as bk
+from bot.run_view import RunView
+
+STATUS_ICON = {"pass": ":white_check_mark:", "na": ":heavy_minus_sign:", "fail": ":x:",
+               "manual": ":white_large_square:", "pending": ":hourglass_flowing_sand:"}
+STEP_ICON = {"pending": ":white_circle:", "running": ":hourglass_flowing_sand:", "done": ":white_check_mark:",
+             "failed": ":x:", "skipped": ":heavy_minus_sign:", "aborted": ":no_entry_sign:",
+             "retrying": ":repeat:", "unknown": ":grey_question:"}
+RUN_STATUS = {"awaiting": "waiting for checklist and approvals", "scheduled": "scheduled",
+              "running": "running", "succeeded": "succeeded", "failed": "FAILED", "aborted": "aborted",
+              "rejected": "rejected", "expired": "expired", "interrupted": "interrupted by a restart",
+              "cancelled": "cancelled"}
+KIND_TITLE = {"migrate": "Migration", "rollback": "Rollback (restore a backup)",
+              "undo": "Partial rollback (undo last migration)", "resolve": "Resolve"}
+MAX_LISTED = 12
+
+
+def render_run(view: RunView) -> tuple[str, list[dict[str, Any]]]:
+    """(fallback text, blocks) of a run message."""
+    run = view.run
+    title = f"{KIND_TITLE.get(run['kind'], run['kind'])}: {view.env.name}"
+    text = f"{title} requested by <@{run['requested_by']}> — {RUN_STATUS.get(view.status, view.status)}"
+    out: list[dict[str, Any]] = [bk.header(title)]
+    out += _summary(view)
+    if view.status in ("awaiting", "scheduled") or view.run.get("checks"):
+        out += _checklist(view)
+    if view.env.required_approvals or view.approval.rejections:
+        out += _approvals(view)
+    out += _progress(view)
+    out += _result(view)
+    out += _controls(view)
+    out.append(bk.context(f"Run #{view.id} · {view.env.name} · status: {RUN_STATUS.get(view.status, view.status)}"))
+    return text, bk.fit_blocks(out)
+
+
+def _summary(view: RunView) -> list[dict[str, Any]]:
+    plan = view.plan
+    migrations = plan.get("migrations", [])
+    lint = {m["name"]: m for m in (plan.get("lint") or {}).get("migrations", [])}
+    lines = [f"Requested by {bk.user(view.run['requested_by'])}"]
+    if view.run["kind"] == "migrate":
+        if not migrations:
+            lines.append("No pending migrations: the database is up to date.")
+        else:
+            lines.append(f"*{len(migrations)} pending migration{'s' if len(migrations) != 1 else ''}* "
+                         "(SQL in the thread):")
+            for m in migrations[:MAX_LISTED]:
+                verdict = lint.get(m["name"], {}).get("verdict")
+                tag = {"safe": " — :large_green_circle: safe", "risky": " — :warning: risky"}.get(verdict or "", "")
+                extra = " (runs outside a transaction)" if not m.get("transactional", True) else ""
+                lines.append(f"• `{m['name']}`{tag}{extra}")
+            if len(migrations) > MAX_LISTED:
+                lines.append(f"… and {len(migrations) - MAX_LISTED} more")
+            lint_info = plan.get("lint") or {}
+            if lint_info.get("error"):
+                lines.append(f"Lint could not run: {lint_info['error']}")
+            elif lint_info:
+                safe = "yes" if lint_info.get("zero_downtime_safe") else "*no*"
+                lines.append(f"Zero-downtime safe: {safe}")
+    for note in plan.get("notes", []):
+        lines.append(note)
+    if view.run.get("scheduled_for") and view.status == "scheduled":
+        lines.append(f":alarm_clock: Scheduled for {view.run['scheduled_for']}")
+    result = [bk.section("\n".join(lines))]
+    advice = _lint_advice(plan)
+    if advice:
+        result.append(bk.section(advice))
+    return result
+
+
+def _lint_advice(plan: dict[str, Any]) -> str:
+    lines = []
+    for m in (plan.get("lint") or {}).get("migrations", []):
+        for f in m.get("findings", [])[:3]:
+            if f.get("category") == "risky" or m.get("verdict") == "risky":
+                lines.append(f"• `{m['name']}`: {f.get('message', '')} → _{f.get('advice', '')}_")
+    if not lines:
+        return ""
+    return "*Runbook advice for risky operations:*\n" + "\n".join(lines[:10])
+
+
+def _checklist(view: RunView) -> list[dict[str, Any]]:
+    checks, ticks = view.checks, view.ticks
+    done, total = checklist.summary(checks, ticks)
+    lines = [f"*Pre-migration checklist* ({done}/{total})"]
+    manual_options, selected = [], []
+    for item in checklist.ITEMS:
+        check = checks.get(item.key, {"status": "pending", "reason": "checking…"})
+        status = check["status"]
+        tick = ticks.get(item.key)
+        if status == "manual":
+            if tick and tick.get("checked"):
+                icon, who = ":ballot_box_with_check:", f" — ticked by {bk.user(tick['by'])}"
+            else:
+                icon, who = STATUS_ICON["manual"], ""
+            lines.append(f"{icon} {item.label}: {check['reason']}{who}")
+            opt = bk.option(item.label, item.key)
+            manual_options.append(opt)
+            if tick and tick.get("checked"):
+                selected.append(opt)
+        else:
+            by = " (bot)" if status in ("pass", "na") else ""
+            lines.append(f"{STATUS_ICON.get(status, '')} {item.label}: {check.get('reason', '')}{by}")
+    out = [bk.section("\n".join(lines), block_id=f"checklist_text:{view.id}")]
+    if manual_options and view.status in ("awaiting", "scheduled"):
+        out.append(bk.actions([bk.checkboxes("checklist", manual_options, selected)],
+                              block_id=f"checklist:{view.id}"))
+    return out
+
+
+def _approvals(view: RunView) -> list[dict[str, Any]]:
+    a = view.approval
+    lines = [f"*Approvals* ({a.count}/{a.needed})"]
+    for v in a.approvals:
+        lines.append(f":white_check_mark: {bk.user(v['user'])} approved ({v['via']}, {v['at'][11:19]} UTC)")
+    for v in a.rejections:
+        lines.append(f":x: {bk.user(v['user'])} rejected ({v['via']}, {v['at'][11:19]} UTC)")
+    for v in a.expired:
+        lines.append(f":hourglass: {bk.user(v['user'])}'s approval expired: approve again")
+    if view.status == "awaiting":
+        who = ", ".join(bk.user(x) for x in view.env.approvers) or "anyone"
+        self_note = "" if view.env.allow_self_approval else "; the requester cannot approve"
+        lines.append(f"_Approvers: {who}{self_note}. Approve with the button or :white_check_mark:, "
+                     "reject with :x:._")
+    out = [bk.section("\n".join(lines), block_id=f"approvals_text:{view.id}")]
+    if view.status == "awaiting":
+        out.append(bk.actions([
+            bk.button("Approve", "approve", str(view.id), style="primary"),
+            bk.button("Reject", "reject", str(view.id), style="danger"),
+        ], block_id=f"approvals:{view.id}"))
+    return out
+
+
+def _progress(view: RunView) -> list[dict[str, Any]]:
+    if not view.steps:
+        return []
+    lines = ["*Progress*"]
+    for s in view.steps:
+        icon = STEP_ICON.get(s["status"], "")
+        took = f" ({bk.duration(s['duration'])})" if s.get("duration") is not None else ""
+        detail = f" — {s['detail']}" if s.get("detail") else ""
+        lines.append(f"{icon} {s['label']}{took}{detail}")
+    return [bk.section("\n".join(lines), block_id=f"progress:{view.id}")]
+
+
+def _result(view: RunView) -> list[dict[str, Any]]:
+    run = view.run
+    result = run.get("result") or {}
+    if view.status == "succeeded" and result.get("summary"):
+        return [bk.section(f":tada: *Succeeded.* {result['summary']}", block_id=f"result:{view.id}")]
+    if view.status in ("failed", "interrupted", "aborted", "rejected", "expired", "cancelled"):
+        reason = run.get("error") or result.get("summary") or ""
+        icon = ":rotating_light:" if view.status == "failed" else ":no_entry_sign:"
+        text = f"{icon} *{RUN_STATUS[view.status].capitalize()}.* {reason}"
+        if run.get("decision"):
+            text += f"\nDecision: {run['decision']}"
+        return [bk.section(text, block_id=f"result:{view.id}")]
+    return []
+
+
+def _controls(view: RunView) -> list[dict[str, Any]]:
+    elements = []
+    if view.ready:
+        elements.append(bk.button(":rocket: Run", "run", str(view.id), style="primary"))
+    if view.abortable:
+        elements.append(bk.button("Abort", "abort", str(view.id), style="danger"))
+    if view.status == "awaiting" and any(c.get("status") == "fail" for c in view.checks.values()):
+        elements.append(bk.button("Re-check", "recheck", str(view.id)))
+    out = []
+    if view.status == "awaiting" and not view.ready:
+        missing = view.missing()
+        if missing:
+            out.append(bk.context("Run unlocks when these are done: " + "; ".join(missing)))
+    if elements:
+        out.append(bk.actions(elements, block_id=f"controls:{view.id}"))
+    if view.status == "failed" and view.run["kind"] == "migrate" and not view.run.get("decision"):
+        out.append(incident_actions(view.id, (view.run.get("result") or {}).get("failed_migration")))
+    return out
+
+
+def incident_actions(run_id: int, failed_migration: str | None) -> dict[str, Any]:
+    elements = [bk.button("Roll back to backup", "incident_rollback", str(run_id), style="danger")]
+    if failed_migration:
+        elements.append(bk.button("Mark rolled back", "incident_mark_rolled_back", str(run_id)))
+    elements.append(bk.button("Fix forward", "incident_fix_forward", str(run_id)))
+    return bk.actions(elements, block_id=f"incident:{run_id}")

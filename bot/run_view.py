@@ -1,0 +1,83 @@
+"""Everything needed to render a run, read from state in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot import checklist
+from bot.approval_policy import ApprovalState, evaluate
+from bot.config import Environment
+from state import approvals, runs, steps
+from state import checklist as ticks_state
+from state.store import Store
+
+
+@dataclass
+class RunView:
+    run: dict[str, Any]
+    env: Environment
+    ticks: dict[str, dict[str, Any]]
+    approval: ApprovalState
+    steps: list[dict[str, Any]]
+    now: datetime
+
+    @property
+    def id(self) -> int:
+        return int(self.run["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.run["status"])
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        return self.run.get("plan") or {}
+
+    @property
+    def checks(self) -> dict[str, dict[str, str]]:
+        return self.run.get("checks") or {}
+
+    @property
+    def checklist_done(self) -> bool:
+        done, total = checklist.summary(self.checks, self.ticks)
+        return done == total
+
+    @property
+    def ready(self) -> bool:
+        """Run may start: checklist complete and approvals met."""
+        return self.status == "awaiting" and self.checklist_done and self.approval.met
+
+    @property
+    def abortable(self) -> bool:
+        """Until the first migration starts, and between migrations."""
+        if self.status in ("awaiting", "scheduled"):
+            return True
+        if self.status != "running":
+            return False
+        return not any(s["status"] == "running" and s["name"].startswith("migration:") for s in self.steps)
+
+    def missing(self) -> list[str]:
+        """What still stands between this run and the Run button, in words."""
+        out = []
+        for item in checklist.ITEMS:
+            if not checklist.is_done(item.key, self.checks, self.ticks):
+                state = self.checks.get(item.key, {}).get("status", "pending")
+                why = {"fail": "failed", "manual": "not ticked"}.get(state, "checking")
+                out.append(f"{item.label} ({why})")
+        if self.approval.count < self.approval.needed:
+            out.append(f"approvals {self.approval.count}/{self.approval.needed}")
+        return out
+
+
+def load_run_view(store: Store, env: Environment, run_id: int, members: set[str],
+                  now: datetime | None = None) -> RunView | None:
+    run = runs.get(store, run_id)
+    if run is None:
+        return None
+    now = now or datetime.now(UTC)
+    approval = evaluate(env, requested_by=run["requested_by"], votes=approvals.live(store, run_id),
+                        members=members, now=now)
+    return RunView(run=run, env=env, ticks=ticks_state.ticks(store, run_id), approval=approval,
+                   steps=steps.steps(store, run_id), now=now)

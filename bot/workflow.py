@@ -1,0 +1,146 @@
+"""The workflow service the Slack handlers hand over to.
+
+It owns the configuration, the state store and the Slack sender, keeps track of the
+background work started after an ``ack()``, and re-renders run messages from state
+(coalesced, so a burst of progress events becomes one ``chat.update``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from bot.approval_policy import approver_ids
+from bot.config import Config, Environment
+from bot.render.run_message import render_run
+from bot.run_view import RunView, load_run_view
+from bot.slack_out import SlackOut
+from state import audit, runs
+from state.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Workflow:
+    def __init__(self, config: Config, store: Store, slack: SlackOut, *, update_interval: float = 0.3) -> None:
+        self.config = config
+        self.store = store
+        self.slack = slack
+        self.update_interval = update_interval
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._dirty: set[int] = set()
+        self._updaters: dict[int, asyncio.Task[Any]] = {}
+        self.executing: dict[int, asyncio.Task[Any]] = {}
+
+    # --- background work -------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "work") -> asyncio.Task[Any]:
+        """Run ``coro`` after the ack; its failure is logged, never lost silently."""
+        task = asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _guard(self, coro: Coroutine[Any, Any, Any], name: str) -> Any:
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background work %s failed", name)
+            return None
+
+    async def settle(self, timeout: float = 60.0) -> None:
+        """Wait until every background task and pending message update has finished."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            pending = [t for t in (*self._tasks, *self._updaters.values()) if not t.done()]
+            if not pending:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"{len(pending)} background task(s) still running")
+            await asyncio.wait(pending, timeout=remaining)
+
+    async def close(self) -> None:
+        for task in list(self._tasks) + list(self._updaters.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._updaters.values(), return_exceptions=True)
+
+    # --- people ------------------------------------------------------------------------------
+
+    def env(self, name: str) -> Environment:
+        env = self.config.environment(name)
+        if env is None:
+            raise KeyError(name)
+        return env
+
+    async def members(self, env: Environment) -> set[str]:
+        """Every user who counts as an approver of ``env`` (user groups resolved)."""
+        users, groups = approver_ids(env)
+        members = set(users)
+        for group in groups:
+            members |= await self.slack.group_members(group)
+        return members
+
+    def audit(self, user: str | None, action: str, *, run: dict[str, Any] | None = None,
+              env: str | None = None, detail: str = "") -> None:
+        audit.record(self.store, user, action, env=env or (run or {}).get("env"),
+                     run_id=(run or {}).get("id"), detail=detail,
+                     channel=(run or {}).get("channel"), message_ts=(run or {}).get("message_ts"))
+
+    # --- rendering ---------------------------------------------------------------------------
+
+    async def view(self, run_id: int) -> RunView | None:
+        run = runs.get(self.store, run_id)
+        if run is None:
+            return None
+        env = self.config.environment(run["env"])
+        if env is None:
+            return None
+        return load_run_view(self.store, env, run_id, await self.members(env))
+
+    def refresh(self, run_id: int) -> None:
+        """Ask for the run message to be re-rendered soon (coalesced)."""
+        self._dirty.add(run_id)
+        task = self._updaters.get(run_id)
+        if task is None or task.done():
+            self._updaters[run_id] = asyncio.get_running_loop().create_task(
+                self._update_loop(run_id), name=f"update-{run_id}")
+
+    async def _update_loop(self, run_id: int) -> None:
+        while run_id in self._dirty:
+            self._dirty.discard(run_id)
+            try:
+                await self.render_now(run_id)
+            except Exception:
+                log.exception("cannot update the message of run %s", run_id)
+            await asyncio.sleep(self.update_interval)
+
+    async def render_now(self, run_id: int) -> None:
+        view = await self.view(run_id)
+        if view is None or not view.run.get("message_ts"):
+            return
+        text, blocks = render_run(view)
+        await self.slack.update(view.run["channel"], view.run["message_ts"], text, blocks)
+
+    async def post_run_message(self, run_id: int) -> str | None:
+        view = await self.view(run_id)
+        if view is None:
+            return None
+        text, blocks = render_run(view)
+        ts = await self.slack.post(view.run["channel"], text, blocks)
+        if ts:
+            runs.update(self.store, run_id, message_ts=ts)
+        return ts
+
+    async def reply(self, run: dict[str, Any], text: str, blocks: list[dict[str, Any]] | None = None, *,
+                    broadcast: bool = False) -> str | None:
+        """A reply in the run's thread (details: SQL, retries, blockers, logs)."""
+        if not run.get("message_ts"):
+            return None
+        return await self.slack.post(run["channel"], text, blocks, thread_ts=run["message_ts"],
+                                     broadcast=broadcast)

@@ -1,0 +1,48 @@
+"""What every listener needs: who acted, dedup keys, the usage answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.migrate_flow import Actor
+from bot.render import messages
+from bot.workflow import Workflow
+from state import dedup
+
+
+def actor_from_command(command: dict[str, Any]) -> Actor:
+    return Actor(user=command["user_id"], channel=command["channel_id"],
+                 channel_name=command.get("channel_name"), trigger_id=command.get("trigger_id"))
+
+
+def actor_from_action(body: dict[str, Any]) -> Actor:
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
+    return Actor(user=body["user"]["id"], channel=channel, channel_name=(body.get("channel") or {}).get("name"),
+                 trigger_id=body.get("trigger_id"))
+
+
+def first_time(wf: Workflow, *parts: Any) -> bool:
+    """False for a request already handled (Slack retries, double submits)."""
+    return dedup.first_time(wf.store, ":".join(str(p) for p in parts))
+
+
+def action_key(body: dict[str, Any]) -> tuple[str, ...]:
+    action = (body.get("actions") or [{}])[0]
+    return ("action", body["user"]["id"], action.get("action_id", ""), action.get("action_ts", ""))
+
+
+def run_id_of(body: dict[str, Any]) -> int | None:
+    action = (body.get("actions") or [{}])[0]
+    value = action.get("value")
+    if value is None:
+        block_id = action.get("block_id", "")
+        value = block_id.rpartition(":")[2]
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+async def answer_usage(ack: Any, usage_text: str, problem: str | None = None) -> None:
+    text, blocks = messages.usage(usage_text, problem)
+    await ack(response_type="ephemeral", text=text, blocks=blocks)

@@ -1,0 +1,43 @@
+"""Buttons and checkboxes on run messages: approve, reject, tick, run, abort, re-check, incident."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot import migrate_flow as flow
+from bot.workflow import Workflow
+from handlers.common import action_key, actor_from_action, first_time, run_id_of
+
+
+def register(app: Any, wf: Workflow) -> None:
+    def on(action_id: str, work: Any) -> None:
+        async def listener(ack: Any, body: dict[str, Any]) -> None:
+            run_id = run_id_of(body)
+            if run_id is not None and first_time(wf, *action_key(body)):
+                wf.spawn(work(wf, run_id, actor_from_action(body), body), f"{action_id}-{run_id}")
+            await ack()
+
+        listener.__name__ = f"on_{action_id}"
+        app.action(action_id)(listener)
+
+    on("approve", lambda wf, rid, actor, body: flow.vote(wf, rid, actor, "approve", via="button"))
+    on("reject", lambda wf, rid, actor, body: flow.vote(wf, rid, actor, "reject", via="button"))
+    on("run", lambda wf, rid, actor, body: flow.press_run(wf, rid, actor))
+    on("abort", lambda wf, rid, actor, body: flow.abort(wf, rid, actor))
+    on("recheck", lambda wf, rid, actor, body: flow.recheck(wf, rid, actor))
+    on("checklist", lambda wf, rid, actor, body: flow.tick(
+        wf, rid, actor, [o["value"] for o in body["actions"][0].get("selected_options") or []]))
+    on("incident_fix_forward", lambda wf, rid, actor, body: flow.fix_forward(wf, rid, actor))
+
+    def incident_rollback(wf: Workflow, rid: int, actor: Any, body: Any) -> Any:
+        from bot import rollback_flow
+
+        return rollback_flow.from_incident(wf, rid, actor)
+
+    def incident_mark_rolled_back(wf: Workflow, rid: int, actor: Any, body: Any) -> Any:
+        from bot import resolve_flow
+
+        return resolve_flow.from_incident(wf, rid, actor)
+
+    on("incident_rollback", incident_rollback)
+    on("incident_mark_rolled_back", incident_mark_rolled_back)

@@ -1,0 +1,35 @@
+"""Modal submissions: typed confirmations (environment name, RESTORE) checked before the modal closes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bot import migrate_flow as flow
+from bot.render.messages import CONFIRM_ACTION, CONFIRM_BLOCK
+from bot.workflow import Workflow
+from handlers.common import first_time
+
+
+def typed_value(view: dict[str, Any]) -> str | None:
+    return (view.get("state", {}).get("values", {}).get(CONFIRM_BLOCK, {}).get(CONFIRM_ACTION, {}) or {}).get("value")
+
+
+def register(app: Any, wf: Workflow) -> None:
+    @app.view("confirm_run")
+    async def confirm_run(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        try:
+            meta = json.loads(view.get("private_metadata") or "{}")
+            run_id = int(meta["run_id"])
+        except (ValueError, KeyError, TypeError):
+            await ack(response_action="errors", errors={CONFIRM_BLOCK: "this confirmation is broken; press Run again"})
+            return
+        error = flow.confirmation_error(wf, run_id, typed_value(view))
+        if error:
+            await ack(response_action="errors", errors={CONFIRM_BLOCK: error})
+            return
+        if first_time(wf, "view", view.get("id", ""), "submitted"):
+            run = wf.store.db["runs"].get(run_id)
+            actor = flow.Actor(user=body["user"]["id"], channel=run["channel"])
+            wf.spawn(flow.start(wf, run_id, actor), f"start-{run_id}")
+        await ack()

@@ -1,0 +1,33 @@
+"""Remember request keys so that Slack's retries and double submits act once.
+
+Bolt does not deduplicate (bolt-python #868): the same event or command can arrive twice.
+
+    >>> from state.store import open_store
+    >>> s = open_store(":memory:")
+    >>> first_time(s, "trigger:123"), first_time(s, "trigger:123")
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from state.store import Store, now_iso
+
+
+def first_time(store: Store, key: str) -> bool:
+    """True the first time ``key`` is seen, False on every later call."""
+    if not key:
+        return True
+    with store.lock:
+        try:
+            store.db.execute("INSERT INTO dedup (key, at) VALUES (?, ?)", [key, now_iso()])
+        except sqlite3.IntegrityError:
+            return False
+    return True
+
+
+def forget_older_than(store: Store, iso_cutoff: str) -> int:
+    with store.lock:
+        cursor = store.db.execute("DELETE FROM dedup WHERE at < ?", [iso_cutoff])
+    return cursor.rowcount

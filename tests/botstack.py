@@ -1,0 +1,184 @@
+"""The whole bot over real HTTP for end-to-end tests.
+
+A real migrabot ``AsyncApp`` served on a free port, its Web API client pointed at
+:class:`bot.local_slack.LocalSlack`, driven by :class:`bot.slack_requests.SlackDriver`
+with real request signing; staging and prod are real PostgreSQL databases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bot.app import build_app, http_application
+from bot.blockkit_check import check_message, check_view
+from bot.config import Config, check_config_text
+from bot.local_slack import LocalSlack, Message
+from bot.slack_requests import SlackDriver
+from bot.workflow import Workflow
+from state.store import Store, open_store
+
+SECRET = "e2e-signing-secret-abcdef0123456789"
+CHANNEL = "C0DEPLOYS"
+USERS = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol", "U0DAVE": "dave"}
+ALICE, BOB, CAROL, DAVE = USERS
+GROUP = "S0DBADMINS"
+
+MIGRATIONS = {
+    "20240101000000_init": """\
+        -- CreateTable
+        CREATE TABLE "users" (
+            "id" SERIAL NOT NULL,
+            "email" TEXT NOT NULL,
+            CONSTRAINT "users_pkey" PRIMARY KEY ("id")
+        );
+        """,
+    "20240102000000_add_display_name": """\
+        ALTER TABLE "users" ADD COLUMN "display_name" VARCHAR(255);
+        """,
+}
+
+
+def write_migrations(folder: Path, migrations: dict[str, str] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "migration_lock.toml").write_text('# Prisma\nprovider = "postgresql"\n')
+    for name, sql in (migrations or MIGRATIONS).items():
+        (folder / name).mkdir(exist_ok=True)
+        (folder / name / "migration.sql").write_text(textwrap.dedent(sql))
+    return folder
+
+
+def make_config(tmp: Path, staging_url: str, prod_url: str, **prod_extra: Any) -> Config:
+    extra = "".join(f"{k} = {v}\n" for k, v in prod_extra.items())
+    text = f"""
+[state]
+path = "{tmp / 'state.sqlite3'}"
+
+[environments.staging]
+database_url = "{staging_url}"
+migrations_dir = "{tmp / 'migrations'}"
+backup_dir = "{tmp / 'backups'}"
+channel = "{CHANNEL}"
+lock_timeout = "300ms"
+
+[environments.prod]
+aliases = ["production"]
+database_url = "{prod_url}"
+migrations_dir = "{tmp / 'migrations'}"
+backup_dir = "{tmp / 'backups'}"
+channel = "{CHANNEL}"
+requires = ["staging"]
+approvers = ["{BOB}", "{GROUP}"]
+required_approvals = 2
+lock_timeout = "300ms"
+{extra}"""
+    config, problems, _ = check_config_text(text, environ={}, base_dir=tmp)
+    assert config is not None, problems
+    return config
+
+
+@dataclass
+class BotStack:
+    slack: LocalSlack
+    driver: SlackDriver
+    wf: Workflow
+    config: Config
+    store: Store
+    url: str
+    runner: web.AppRunner
+
+    async def settle(self) -> None:
+        """Wait until the bot has finished everything the last request started."""
+        for _ in range(3):
+            await asyncio.sleep(0.02)
+            await self.wf.settle(timeout=120)
+            await self.slack.wait_idle(quiet=0.05, timeout=30)
+        await self.wf.settle(timeout=120)
+
+    async def slash(self, user: str, text: str, command: str = "/migrate", **kw: Any) -> Any:
+        answer = await self.driver.slash(user, command, text, CHANNEL, **kw)
+        await self.settle()
+        return answer
+
+    def run_messages(self) -> list[Message]:
+        """Top-level bot messages in the channel that are run messages (they have a header)."""
+        return [m for m in self.slack.messages(CHANNEL)
+                if m.blocks and m.blocks[0].get("type") == "header"]
+
+    def last_run_message(self) -> Message:
+        msgs = self.run_messages()
+        assert msgs, "no run message was posted"
+        return self.slack.message(CHANNEL, msgs[-1].ts) or msgs[-1]
+
+    def text_of(self, msg: Message) -> str:
+        parts = []
+        for b in msg.blocks:
+            if b.get("text"):
+                parts.append(b["text"]["text"])
+            for f in b.get("fields", []):
+                parts.append(f["text"])
+            for e in b.get("elements", []):
+                if isinstance(e, dict) and e.get("type") in ("mrkdwn", "plain_text"):
+                    parts.append(e["text"])
+                elif isinstance(e, dict) and e.get("text", {}).get("text"):
+                    parts.append(e["text"]["text"])
+        return "\n".join(parts)
+
+    def action_ids(self, msg: Message) -> list[str]:
+        return [e.get("action_id") for b in msg.blocks if b.get("type") == "actions" for e in b["elements"]]
+
+    def ephemerals_for(self, user: str) -> list[str]:
+        return [m.text for m in self.slack.ephemerals(CHANNEL, user)]
+
+    async def click(self, user: str, action_id: str, msg: Message | None = None, **kw: Any) -> Any:
+        msg = msg or self.last_run_message()
+        answer = await self.driver.click(user, CHANNEL, msg.ts, action_id, **kw)
+        await self.settle()
+        return answer
+
+    async def tick_all(self, user: str, msg: Message | None = None) -> None:
+        msg = msg or self.last_run_message()
+        values = [o["value"] for b in msg.blocks if b.get("type") == "actions"
+                  for e in b["elements"] if e.get("type") == "checkboxes" for o in e["options"]]
+        await self.driver.check(user, CHANNEL, msg.ts, "checklist", values)
+        await self.settle()
+
+    def all_payloads_valid(self) -> list[str]:
+        """Every message and modal the bot sent, checked again against Block Kit's limits."""
+        problems = []
+        for call in self.slack.calls:
+            if call.method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
+                problems += check_message(call.args.get("blocks"), call.args.get("text"))
+            elif call.method in ("views.open", "views.update", "views.push"):
+                problems += check_view(call.args.get("view") or {})
+        problems += [f"{c.method}: {c.error}" for c in self.slack.errors()]
+        return problems
+
+
+@asynccontextmanager
+async def bot_stack(config: Config, *, store_path: Path | None = None) -> AsyncIterator[BotStack]:
+    slack = LocalSlack(users=USERS, channels={CHANNEL: "deploys"}, usergroups={GROUP: [CAROL, DAVE]})
+    base_url = await slack.start()
+    store = open_store(store_path or config.state_path)
+    app, wf = build_app(config, store, token=slack.bot_token, signing_secret=SECRET, api_url=base_url,
+                        update_interval=0.0)
+    runner = web.AppRunner(http_application(app, wf), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+    driver = SlackDriver(url, SECRET, slack)
+    try:
+        yield BotStack(slack, driver, wf, config, store, url, runner)
+    finally:
+        await wf.close()
+        await driver.close()
+        await runner.cleanup()
+        await slack.stop()
+        store.close()
