@@ -362,23 +362,18 @@ async def test_in_place_restore(seeded: str, backup_dir: Path) -> None:
         await restore(seeded, backup_dir, ENV, info.id, confirm="RESTORE", mode="in-place", snapshot=False)
 
 
-async def test_in_place_failure_restores_the_snapshot(seeded: str, backup_dir: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    await _exec(seeded, "INSERT INTO users SELECT g, repeat('x', 500) FROM generate_series(100000, 160000) g")
+async def test_in_place_failure_restores_the_snapshot(seeded: str, backup_dir: Path) -> None:
+    await _exec(seeded, "INSERT INTO users SELECT g, md5(g::text) FROM generate_series(100000, 160000) g")
     info = await take_backup(seeded, backup_dir, ENV, reason="x", requested_by="t")
-    data = info.dump_path.read_bytes()
-    info.dump_path.write_bytes(data[: int(len(data) * 0.6)])
+    await _corrupt(info, fix_checksum=True)  # passes the checks, fails half-way through pg_restore
     await _change(seeded)
     changed = await _fingerprint(seeded)
-    real_problem = backup_mod.backup_problem
-
-    async def only_check_snapshots(b, **kw):  # let the damaged archive through to pg_restore
-        return None if b.id == info.id else await real_problem(b, **kw)
-
-    monkeypatch.setattr("actions.restore.backup_problem", only_check_snapshots)
+    steps = []
     with pytest.raises(ActionError, match="restored from the safety snapshot"):
-        await restore(seeded, backup_dir, ENV, info.id, confirm="RESTORE", mode="in-place")
+        await restore(seeded, backup_dir, ENV, info.id, confirm="RESTORE", mode="in-place", on_step=steps.append)
     assert await _fingerprint(seeded) == changed
+    assert [s.name for s in steps if s.status == "failed"] == ["restore"]
+    assert "restore safety snapshot" in [s.name for s in steps if s.status == "done"]
 
 
 async def test_newer_pg_dump_than_server(seeded: str, backup_dir: Path) -> None:
