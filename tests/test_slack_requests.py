@@ -41,8 +41,11 @@ PLAN_BLOCKS = [
 FORM_VIEW = {
     "type": "modal", "callback_id": "reject_form", "private_metadata": "run-1",
     "title": {"type": "plain_text", "text": "Reject run"}, "submit": {"type": "plain_text", "text": "Reject"},
+    "notify_on_close": True,
     "blocks": [{"type": "input", "block_id": "reason_block", "label": {"type": "plain_text", "text": "Why?"},
-                "element": {"type": "plain_text_input", "action_id": "reason", "max_length": 500}}],
+                "element": {"type": "plain_text_input", "action_id": "reason", "max_length": 500}},
+               {"type": "actions", "elements": [{"type": "button", "action_id": "more", "value": "details",
+                                                 "text": {"type": "plain_text", "text": "Show details"}}]}],
 }
 
 
@@ -92,6 +95,18 @@ async def stack() -> AsyncIterator[Stack]:
     async def open_form(ack, body, client):  # type: ignore[no-untyped-def]
         await ack()
         await client.views_open(trigger_id=body["trigger_id"], view=FORM_VIEW)
+
+    @app.action("more")
+    async def more(ack, body, client):  # type: ignore[no-untyped-def]
+        await ack()
+        seen.append(("more", body))
+        view = {**FORM_VIEW, "blocks": [*FORM_VIEW["blocks"][:1], _text("2 migrations, 1 risky")]}
+        await client.views_update(view_id=body["view"]["id"], hash=body["view"]["hash"], view=view)
+
+    @app.view_closed("reject_form")
+    async def closed(ack, view):  # type: ignore[no-untyped-def]
+        await ack()
+        seen.append(("closed", view))
 
     @app.action("targets")
     @app.action("pick")
@@ -257,3 +272,25 @@ async def test_slash_ack_text_shows_as_ephemeral_and_failures_are_recorded(stack
     await stack.driver.slash("U2", "/migrate", "slow", "C1")
     assert [(c.method, c.error) for c in stack.slack.errors()] == [
         ("ack.slash", "dispatch_failed"), ("ack.slash", "operation_timeout")]
+
+
+async def test_click_in_modal_updates_it_and_closing_notifies(stack: Stack) -> None:
+    await stack.driver.slash("U1", "/migrate", "", "C1")
+    await stack.slack.wait_idle()
+    await stack.driver.click("U1", "C1", stack.slack.messages("C1")[0].ts, "open_form")
+    await stack.slack.wait_idle()
+    (view,) = stack.slack.open_views("U1")
+    status, _ = await stack.driver.click_in_view("U1", view.id, "more")
+    assert status == 200
+    await stack.slack.wait_idle()
+    (body,) = stack.bodies("more")
+    assert body["container"] == {"type": "view", "view_id": view.id} and body["actions"][0]["value"] == "details"
+    assert body["view"]["state"]["values"] == {"reason_block": {"reason": {"type": "plain_text_input", "value": None}}}
+    assert [b["type"] for b in view.view["blocks"]] == ["input", "section"], "the bot's views.update applied"
+    with pytest.raises(LookupError, match="not open"):
+        await stack.driver.click_in_view("U2", view.id, "more")
+
+    status, _ = await stack.driver.close_view("U1", view.id)
+    await stack.slack.wait_idle()
+    assert status == 200 and stack.slack.open_views("U1") == []
+    assert stack.bodies("closed")[0]["id"] == view.id and stack.slack.errors() == []
