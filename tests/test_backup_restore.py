@@ -208,8 +208,7 @@ def test_password_stays_off_the_command_line() -> None:
     assert conninfo == "host='/var/run/postgresql' user='app' dbname='prod'"
 
 
-async def test_failed_dump_leaves_nothing_and_reports_stderr(seeded: str, backup_dir: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_failed_dump_leaves_nothing_and_reports_stderr(seeded: str, backup_dir: Path, tmp_path: Path) -> None:
     # a pg_dump that fails after writing part of its file, as on a full disk
     fake = tmp_path / "tools"
     fake.mkdir()
