@@ -340,9 +340,12 @@ def _int(value: str | None) -> int:
         return 0
 
 
-async def pool_health(admin_url: str, database: str | None = None, *, timeout: float = 5.0) -> PoolHealth:
+async def pool_health(admin_url: str, database: str | None = None, *, timeout: float = 5.0,
+                      wait_warn: float = 1.0) -> PoolHealth:
     """SHOW POOLS (+ SHOW STATS) for ``database`` (every pool when None) and a verdict with its reason.
 
+    ``warn`` when clients have waited ``wait_warn`` seconds or more for a server connection (a
+    client waits a few milliseconds while pgBouncer logs in to PostgreSQL: that is not a problem).
     Never raises for an unreachable pgBouncer: that is a ``fail`` verdict whose reason says why.
     """
     try:
@@ -368,7 +371,7 @@ async def pool_health(admin_url: str, database: str | None = None, *, timeout: f
             avg_wait_time_us=_int(stat["avg_wait_time"]) if "avg_wait_time" in stat else None,
             avg_query_time_us=_int(stat["avg_query_time"]) if "avg_query_time" in stat else None,
         ))
-    waiting = [p for p in result if p.cl_waiting > 0]
+    waiting = [p for p in result if p.cl_waiting > 0 and p.maxwait >= wait_warn]
     if waiting:
         worst = max(waiting, key=lambda p: p.maxwait)
         total = sum(p.cl_waiting for p in waiting)
