@@ -82,7 +82,7 @@ def _human_age(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-async def check_database(env: Environment, timeout: float) -> Check:
+async def check_database(env: Environment, timeout: float = 10.0) -> Check:
     started = time.perf_counter()
     try:
         async with connection(env.database_url, timeout=timeout) as conn:
@@ -100,7 +100,7 @@ async def check_database(env: Environment, timeout: float) -> Check:
                  latency_ms=round_trip, details={"connect_and_query_ms": round(total, 1)})
 
 
-async def check_migrations(env: Environment, timeout: float) -> Check:
+async def check_migrations(env: Environment, timeout: float = 10.0) -> Check:
     from actions.status import migration_status
 
     try:
@@ -153,7 +153,7 @@ async def check_backup(env: Environment) -> Check:
     return Check("backup", "pass", f"newest backup {newest.id}, {_human_age(age)} ago, verified", details=details)
 
 
-async def check_health_url(url: str, timeout: float) -> Check:
+async def check_health_url(url: str, timeout: float = 10.0) -> Check:
     started = time.perf_counter()
     try:
         client_timeout = aiohttp.ClientTimeout(total=timeout)
@@ -173,7 +173,7 @@ async def check_health_url(url: str, timeout: float) -> Check:
         return Check("health_url", "fail", f"{redact(url)} is unreachable: {redact(str(exc)) or type(exc).__name__}")
 
 
-async def check_pgbouncer(admin_url: str, database: str | None, timeout: float) -> Check:
+async def check_pgbouncer(admin_url: str, database: str | None, timeout: float = 5.0) -> Check:
     from actions.pgbouncer import pool_health
 
     started = time.perf_counter()

@@ -257,3 +257,15 @@ def test_cli_human_output(tmp_path: Path, database_url: str, capsys: pytest.Capt
     assert "WARN" in out and "migrations" in out
     assert main(["blockers", "staging", "--config", config]) == 0
     assert "No session is waiting" in capsys.readouterr().out
+
+
+async def test_health_backup_check_with_a_real_backup(tmp_path: Path, database_url: str) -> None:
+    from actions.backup import take_backup
+
+    env = _env(tmp_path, database_url)
+    await _make_schema(database_url)
+    info = await take_backup(database_url, env.backup_dir, env.name, reason="test", requested_by="tests")
+    report = await health_check(env, timeout=5)
+    check = report.check("backup")
+    assert check and check.status == "pass" and info.id in check.reason and "verified" in check.reason
+    assert check.details["verified"] is True and check.details["age_seconds"] < 60
