@@ -182,6 +182,14 @@ async def preflight(url: str, backup_dir: Path, env_name: str, *, free_margin: f
     backup directory ≥ database size × ``free_margin``). ``free_bytes`` measures free
     space (tests inject it); ``tool_dirs`` restricts where pg_dump is looked for.
     """
+    checks, _ = await _preflight(url, backup_dir, env_name, free_margin=free_margin, free_bytes=free_bytes,
+                                 tool_dirs=tool_dirs, timeout=timeout)
+    return checks
+
+
+async def _preflight(url: str, backup_dir: Path, env_name: str, *, free_margin: float,
+                     free_bytes: Callable[[Path], int] | None, tool_dirs: Sequence[Path] | None,
+                     timeout: float) -> tuple[list[PreflightCheck], ServerFacts | None]:
     checks: list[PreflightCheck] = []
     facts: ServerFacts | None = None
     try:
@@ -216,7 +224,7 @@ async def preflight(url: str, backup_dir: Path, env_name: str, *, free_margin: f
         else:
             checks.append(PreflightCheck(
                 "disk_space", True, f"{_human(free)} free, database is {_human(facts.size_bytes)}"))
-    return checks
+    return checks, facts
 
 
 def failed_checks(checks: Sequence[PreflightCheck]) -> list[PreflightCheck]:
@@ -298,13 +306,12 @@ async def take_backup(url: str, backup_dir: Path, env_name: str, *, reason: str,
     """
     if kind not in ("backup", "pre-restore"):
         raise ActionError(f'unknown backup kind "{kind}" (expected "backup" or "pre-restore")')
-    checks = await preflight(url, backup_dir, env_name, free_margin=free_margin, free_bytes=free_bytes,
-                             tool_dirs=tool_dirs)
+    checks, facts = await _preflight(url, backup_dir, env_name, free_margin=free_margin, free_bytes=free_bytes,
+                                     tool_dirs=tool_dirs, timeout=10.0)
     failed = failed_checks(checks)
-    if failed:
+    if failed or facts is None:
         raise ActionError(f"cannot back up {env_name}: " + "; ".join(c.message for c in failed),
                           code="preflight")
-    facts = await server_facts(url)
     dump_tool = pgtools.find_pg_tool("pg_dump", facts.major, search_dirs=tool_dirs)
     # the archive must be readable by a pg_restore at least as new as the pg_dump that wrote it
     restore_tool = pgtools.find_pg_tool("pg_restore", max(facts.major, dump_tool.major), search_dirs=tool_dirs)

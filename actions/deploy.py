@@ -98,8 +98,7 @@ def refuse_unsafe_state(status: MigrationStatus) -> None:
 async def _run_one(conn: asyncpg.Connection, migration: LocalMigration, settings: RunSettings,
                    watch: BlockerWatch, on_event: EventCallback | None) -> tuple[bool, AppliedMigration | None,
                                                                                FailedMigration | None]:
-    row_id = await prisma_table.insert_started(conn, migration.name, migration.checksum)
-    started_at = await conn.fetchval("SELECT started_at FROM _prisma_migrations WHERE id = $1", row_id)
+    row_id, started_at = await prisma_table.insert_started(conn, migration.name, migration.checksum)
     await emit_safely(on_event, DeployEvent("started", migration.name))
     finish = prisma_table.finish_sql(row_id)
 
@@ -109,7 +108,7 @@ async def _run_one(conn: asyncpg.Connection, migration: LocalMigration, settings
     try:
         if migration.transactional:
             outcome = await run_atomic(conn, migration.sql, name=migration.name, settings=settings, watch=watch,
-                                       on_event=on_event, in_transaction=mark_finished)
+                                       on_event=on_event, before_commit_sql=finish)
         else:
             outcome = await run_statements(conn, migration.sql, name=migration.name, settings=settings,
                                            watch=watch, on_event=on_event, after=mark_finished)

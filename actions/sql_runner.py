@@ -57,8 +57,11 @@ def backoff_delay(retry: RetryPolicy, attempt: int) -> float:
     return random.uniform(0, min(retry.max_delay, retry.base_delay * 2 ** (attempt - 1)))
 
 
-def describe_db_error(exc: BaseException, sql: str, first_line: int = 1) -> str:
-    """The error as Prisma logs it, plus where in the file it happened."""
+def describe_db_error(exc: BaseException, sql: str, first_line: int = 1, offset: int = 0) -> str:
+    """The error as Prisma logs it, plus where in the file it happened.
+
+    ``offset``: characters sent before ``sql`` in the same query (PostgreSQL counts from there).
+    """
     code = getattr(exc, "sqlstate", None)
     message = getattr(exc, "message", None) or str(exc)
     parts = [f"Database error code: {code}", "", "Database error:", f"ERROR: {message}"] if code else [str(exc)]
@@ -68,7 +71,8 @@ def describe_db_error(exc: BaseException, sql: str, first_line: int = 1) -> str:
             parts.append(f"{label}: {value}")
     position = getattr(exc, "position", None)
     if position and str(position).isdigit():
-        offset = int(position) - 1
+        offset = int(position) - 1 - offset
+    if position and str(position).isdigit() and 0 <= offset < len(sql):
         line_no = first_line + sql.count("\n", 0, offset)
         line_start = sql.rfind("\n", 0, offset) + 1
         line_end = sql.find("\n", offset)
@@ -98,22 +102,27 @@ def _lock_logs(exc: BaseException, settings: RunSettings, attempts: int, started
 
 async def run_atomic(conn: asyncpg.Connection, sql: str, *, name: str, settings: RunSettings,
                      watch: BlockerWatch, on_event: EventCallback | None = None,
-                     in_transaction: InTransaction | None = None) -> RunOutcome:
-    """Run ``sql`` in one transaction, retrying on lock timeout; ``in_transaction`` runs before COMMIT."""
+                     in_transaction: InTransaction | None = None, before_commit_sql: str = "") -> RunOutcome:
+    """Run ``sql`` in one transaction, retrying on lock timeout.
+
+    ``in_transaction`` (a callable) and then ``before_commit_sql`` (sent with COMMIT) run inside it.
+    """
     started = time.monotonic()
+    prefix = (f"BEGIN; SET LOCAL lock_timeout = {_ms(settings.lock_timeout)}; "
+              f"SET LOCAL statement_timeout = {_ms(settings.statement_timeout)};\n")
     pid = conn.get_server_pid()
     attempt = 0
     while True:
         attempt += 1
         t0 = time.monotonic()
         try:
-            await conn.execute(f"BEGIN; SET LOCAL lock_timeout = {_ms(settings.lock_timeout)}; "
-                               f"SET LOCAL statement_timeout = {_ms(settings.statement_timeout)}")
             async with watch.watching(pid):
-                await conn.execute(sql)  # simple protocol: the whole file at once, like Prisma
+                # one round trip, simple protocol: the whole file at once as Prisma sends it, inside
+                # our transaction with its lock and statement timeouts (error positions are shifted back)
+                await conn.execute(prefix + sql)
             if in_transaction is not None:
                 await in_transaction(conn)
-            await conn.execute("COMMIT")
+            await conn.execute(f"{before_commit_sql};\nCOMMIT" if before_commit_sql else "COMMIT")
             return RunOutcome(True, attempt, time.monotonic() - t0)
         except asyncpg.LockNotAvailableError as exc:
             await _rollback(conn)
@@ -128,7 +137,7 @@ async def run_atomic(conn: asyncpg.Connection, sql: str, *, name: str, settings:
             await asyncio.sleep(delay)
         except asyncpg.PostgresError as exc:
             await _rollback(conn)
-            return RunOutcome(False, attempt, time.monotonic() - t0, describe_db_error(exc, sql))
+            return RunOutcome(False, attempt, time.monotonic() - t0, describe_db_error(exc, sql, offset=len(prefix)))
 
 
 def _statement_label(index: int, total: int, statement: Statement) -> str:
