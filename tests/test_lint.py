@@ -138,3 +138,22 @@ def test_cli_lint_folder_json_and_exit_codes(umami_migrations: Path, tmp_path: P
     (tmp_path / "1_add" / "migration.sql").write_text("ALTER TABLE users ADD COLUMN display_name VARCHAR(255);")
     assert main(["lint", str(tmp_path)]) == 0
     assert "zero-downtime safe: yes" in capsys.readouterr().out
+
+
+def test_cli_lint_environment_lints_its_pending_migrations(tmp_path: Path, database_url: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    migrations = tmp_path / "migrations"
+    for name, sql in (("20240101000000_init", "CREATE TABLE users (id int, name text);"),
+                      ("20240102000000_drop", "ALTER TABLE users DROP COLUMN name;")):
+        (migrations / name).mkdir(parents=True)
+        (migrations / name / "migration.sql").write_text(sql)
+    (migrations / "migration_lock.toml").write_text('provider = "postgresql"\n')
+    config = tmp_path / "migrabot.toml"
+    config.write_text(f'[environments.staging]\ndatabase_url = "{database_url}"\nmigrations_dir = "{migrations}"\n'
+                      f'backup_dir = "{tmp_path / "backups"}"\n')
+    assert main(["lint", "staging", "--config", str(config), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert [(m["name"], m["verdict"]) for m in data["migrations"]] == [
+        ("20240101000000_init", "safe"), ("20240102000000_drop", "risky")]
+    assert main(["lint", "nowhere", "--config", str(config)]) == 2
+    assert "unknown environment" in capsys.readouterr().err
