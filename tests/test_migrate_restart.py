@@ -1,0 +1,134 @@
+"""A bot killed (SIGKILL) in the middle of a migration: after the restart the run is explained, never re-run."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from bot.local_slack import LocalSlack
+from bot.slack_requests import SlackDriver
+from state import locks, runs
+from state.store import open_store
+from tests import pgserver
+from tests.botstack import ALICE, CHANNEL, SECRET, USERS, bot_stack, make_config, write_migrations
+from tests.test_migrate_e2e import applied, prod_database  # noqa: F401  (fixture)
+
+MIGRATIONS = {
+    "20240101000000_init": 'CREATE TABLE "users" ("id" SERIAL PRIMARY KEY, "email" TEXT NOT NULL);',
+    "20240102000000_slow": 'SELECT pg_sleep(2);\nALTER TABLE "users" ADD COLUMN "nick" TEXT;',
+    "20240103000000_more": 'ALTER TABLE "users" ADD COLUMN "bio" TEXT;',
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_until(check: Callable[[], Any], timeout: float = 20.0) -> None:
+    """Poll ``check`` (sync or async) until it is true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_killed_during_a_migration_is_examined_and_explained_after_restart(
+        tmp_path: Path, pg_server: pgserver.Server, database: str, prod_database: str) -> None:  # noqa: F811
+    write_migrations(tmp_path / "migrations", MIGRATIONS)
+    config = make_config(tmp_path, pg_server.url_for(database), pg_server.url_for(prod_database))
+    config_file = tmp_path / "migrabot.toml"
+    config_file.write_text(
+        f'[state]\npath = "{config.state_path}"\n\n[environments.staging]\n'
+        f'database_url = "{config.environment("staging").database_url}"\n'
+        f'migrations_dir = "{tmp_path / "migrations"}"\nbackup_dir = "{tmp_path / "backups"}"\n')
+    slack = LocalSlack(users=USERS, channels={CHANNEL: "deploys"})
+    base_url = await slack.start()
+    port = free_port()
+    env = {**os.environ, "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": SECRET,
+           "MIGRABOT_SLACK_API_URL": base_url}
+    log = (tmp_path / "serve.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", "--http", "--host", "127.0.0.1", "--port", str(port),
+        "--config", str(config_file), env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/slack/events"
+    driver = SlackDriver(url, SECRET, slack)
+    staging_url = config.environment("staging").database_url
+    try:
+        async def healthy() -> bool:
+            try:
+                async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await wait_until(healthy)
+        await driver.slash(ALICE, "/migrate", "staging", CHANNEL)
+        await wait_until(lambda: slack.messages(CHANNEL)
+                         and "Database backup: backup pre-flight" in str(slack.messages(CHANNEL)[0].blocks))
+        msg = slack.messages(CHANNEL)[0]
+        options = [o["value"] for b in msg.blocks if b["type"] == "actions" for e in b["elements"]
+                   if e["type"] == "checkboxes" for o in e["options"]]
+        await driver.check(ALICE, CHANNEL, msg.ts, "checklist", options)
+        await wait_until(lambda: "'action_id': 'run'" in str(slack.message(CHANNEL, msg.ts).blocks))
+        await driver.click(ALICE, CHANNEL, msg.ts, "run")
+
+        async def slow_one_running() -> bool:
+            conn = await asyncpg.connect(staging_url)
+            try:
+                return bool(await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%'"
+                    " AND pid <> pg_backend_pid()"))
+            finally:
+                await conn.close()
+
+        await wait_until(slow_one_running)
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), timeout=10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await driver.close()
+        log.close()
+
+    # the killed bot left its run "running" in the state file
+    store = open_store(config.state_path)
+    (run,) = runs.open_runs(store, "staging")
+    assert run["status"] == "running"
+    store.close()
+
+    async with bot_stack(config) as s2:
+        s2.slack._channel_msgs, s2.slack._by_ts = slack._channel_msgs, slack._by_ts
+        from bot.recovery import recover
+
+        assert await recover(s2.wf) == [run["id"]]
+        await s2.settle()
+        text = s2.text_of(s2.slack.message(CHANNEL, msg.ts))
+        assert "Interrupted by a restart" in text, text
+        assert "applied: 20240101000000_init" in text
+        assert "nothing was re-run" in text
+        assert locks.holder_of(s2.store, "staging") is None
+    # never re-run: the third migration was not applied, the slow one is not applied twice
+    await asyncio.sleep(2.5)  # the killed session's statement ends; its transaction rolls back
+    assert "20240103000000_more" not in await applied(staging_url)
+    await slack.stop()
