@@ -401,8 +401,14 @@ async def restore(url: str, backup_dir: Path, env_name: str, backup_id: str, *, 
     if mode == "in-place" and not snapshot:
         raise ActionError("an in-place restore empties the database before restoring, so it needs the safety "
                           "snapshot; drop --no-snapshot (or use the default swap mode)")
-    if pgbouncer_admin_url:
-        from actions import pgbouncer  # noqa: F401  (fail now, not half-way through the swap)
+    if pgbouncer_admin_url:  # fail now, not half-way through the swap
+        from actions.pgbouncer import admin_query
+
+        try:
+            await admin_query(pgbouncer_admin_url, "SHOW VERSION", timeout=SQL_TIMEOUT)
+        except ActionError as exc:
+            raise ActionError(f"{exc.message}; the restore needs pgBouncer's console to pause the pool during "
+                              "the swap, so nothing was changed", code="pgbouncer") from None
     started = time.monotonic()
     steps = _Steps(on_step)
     db = database_name(url)
