@@ -479,8 +479,9 @@ async def _restore_swap(url: str, db: str, info: BackupInfo, result: RestoreResu
             if created:
                 await _cleanup_copy(url, new)
             if isinstance(exc, ActionError):
-                raise ActionError(f"{exc.message}; {db} was not changed and the partial copy was dropped "
-                                  f"(the archive of {info.id} may be damaged: try another backup)",
+                hint = "" if exc.code == "privilege" else f" (if pg_restore failed, the archive of {info.id} " \
+                    "may be damaged: try another backup)"
+                raise ActionError(f"{exc.message}; {db} was not changed and the partial copy was dropped{hint}",
                                   code=exc.code) from None
             raise
         async with steps.step("swap") as note:

@@ -435,3 +435,25 @@ def test_backups_without_manifest_are_listed_unverified(backup_dir: Path) -> Non
     [info] = list_backups(backup_dir, ENV)
     assert not info.verified and info.created_at == datetime(2024, 1, 1, 12, tzinfo=UTC)
     assert os.fspath(info.dump_path).endswith("backup.sql")
+
+
+async def test_in_place_works_for_an_owner_without_createdb(database_url: str, database: str,
+                                                             backup_dir: Path) -> None:
+    role = f"{database}_owner"
+    admin = with_database(database_url, "postgres")
+    await _exec(admin, f'CREATE ROLE "{role}" LOGIN NOCREATEDB', f'ALTER DATABASE "{database}" OWNER TO "{role}"')
+    as_owner = database_url.replace("postgres@", f"{role}@")
+    try:
+        await _exec(database_url, f'ALTER SCHEMA public OWNER TO "{role}"')
+        await _seed(as_owner)
+        before = await _fingerprint(as_owner)
+        info = await take_backup(as_owner, backup_dir, ENV, reason="x", requested_by="t")
+        await _change(as_owner)
+        with pytest.raises(ActionError, match=r"may not create databases.*--in-place"):
+            await restore(as_owner, backup_dir, ENV, info.id, confirm="RESTORE", snapshot=False)
+        await restore(as_owner, backup_dir, ENV, info.id, confirm="RESTORE", mode="in-place")
+        assert await _fingerprint(as_owner) == before
+    finally:
+        await _exec(admin, f'ALTER DATABASE "{database}" OWNER TO postgres')
+        await _exec(database_url, f'DROP OWNED BY "{role}"')
+        await _exec(admin, f'DROP ROLE "{role}"')
