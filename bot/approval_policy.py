@@ -73,10 +73,13 @@ def may_operate(env: Environment, user: str, *, requested_by: str) -> str | None
 
 
 def evaluate(env: Environment, *, requested_by: str, votes: Iterable[dict[str, Any]],
-             members: set[str], now: datetime | None = None) -> ApprovalState:
-    """Count the live votes that the policy accepts; expired approvals do not count."""
+             members: set[str], now: datetime | None = None, needed: int | None = None) -> ApprovalState:
+    """Count the live votes that the policy accepts; expired approvals do not count.
+
+    ``needed`` overrides the environment's ``required_approvals`` (a resolve needs one at most).
+    """
     now = now or datetime.now(UTC)
-    state = ApprovalState(needed=env.required_approvals)
+    state = ApprovalState(needed=env.required_approvals if needed is None else needed)
     expiry = timedelta(seconds=env.approval_expiry)
     for vote in votes:
         if may_vote(env, requested_by=requested_by, user=vote["user"], members=members):

@@ -8,41 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from actions.errors import ActionError
 from bot import approval_policy, checklist
+from bot.actor import Actor, refuse, tell
 from bot.commands import MIGRATE_USAGE
 from bot.config import Environment
 from bot.render import messages
 from bot.workflow import Workflow
-from state import approvals, locks, runs
 from state import checklist as ticks_state
+from state import locks, runs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Actor:
-    """Who acted, and where (for ephemeral answers)."""
-
-    user: str
-    channel: str
-    channel_name: str | None = None
-    trigger_id: str | None = None
-
-
-async def tell(wf: Workflow, actor: Actor, text_blocks: tuple[str, list[dict[str, Any]]]) -> None:
-    text, blocks = text_blocks
-    await wf.slack.ephemeral(actor.channel, actor.user, text, blocks)
-
-
-async def refuse(wf: Workflow, actor: Actor, reason: str, *, run: dict[str, Any] | None = None,
-                 env: str | None = None, action: str = "refused") -> None:
-    wf.audit(actor.user, action, run=run, env=env, detail=reason)
-    await tell(wf, actor, messages.refusal(reason))
 
 
 # --- planning -----------------------------------------------------------------------------------
@@ -185,129 +164,14 @@ async def tick(wf: Workflow, run_id: int, actor: Actor, selected: list[str]) -> 
     wf.refresh(run_id)
 
 
-async def vote(wf: Workflow, run_id: int, actor: Actor, decision: str, *, via: str) -> None:
-    """Approve or reject, by button or reaction."""
-    run = runs.get(wf.store, run_id)
-    if run is None or run["status"] not in ("awaiting", "scheduled"):
-        if via == "button":
-            await refuse(wf, actor, "this run is no longer waiting for approvals", run=run)
-        return
-    env = wf.env(run["env"])
-    members = await wf.members(env)
-    reason = approval_policy.may_vote(env, requested_by=run["requested_by"], user=actor.user, members=members)
-    if reason:
-        await refuse(wf, actor, f"your {decision} was not counted: {reason}", run=run, action=f"{decision}_refused")
-        return
-    if not approvals.vote(wf.store, run_id, actor.user, decision, via=via):
-        return  # the same vote again (a double click, or button then reaction): counted once
-    wf.audit(actor.user, decision, run=run, detail=f"via {via}")
-    if decision == "reject":
-        runs.transition(wf.store, run_id, ["awaiting", "scheduled"], "rejected",
-                        error=f"rejected by <@{actor.user}>")
-        locks.release(wf.store, env.name, run_id)
-    wf.refresh(run_id)
-
-
-async def withdraw(wf: Workflow, run_id: int, actor: Actor, decision: str) -> None:
-    """A removed reaction withdraws that person's vote."""
-    run = runs.get(wf.store, run_id)
-    if run is None or run["status"] not in ("awaiting", "scheduled"):
-        return
-    if approvals.withdraw(wf.store, run_id, actor.user, decision):
-        wf.audit(actor.user, f"withdraw_{decision}", run=run, detail="reaction removed")
-        wf.refresh(run_id)
-
-
-async def press_run(wf: Workflow, run_id: int, actor: Actor) -> None:
-    """The Run button: typed confirmation where configured, else start."""
-    view = await wf.view(run_id)
-    if view is None:
-        await refuse(wf, actor, f"run #{run_id} does not exist")
-        return
-    reason = approval_policy.may_operate(view.env, actor.user, requested_by=view.run["requested_by"])
-    if reason:
-        await refuse(wf, actor, reason, run=view.run)
-        return
-    if view.status != "awaiting":
-        await refuse(wf, actor, f"run #{run_id} is {view.status}; it cannot start again", run=view.run)
-        return
-    if not view.ready:
-        await refuse(wf, actor, "not ready to run: " + "; ".join(view.missing()), run=view.run)
-        return
-    if view.env.confirm_by_typing:
-        if not actor.trigger_id:
-            await refuse(wf, actor, "this environment needs a typed confirmation; press Run again", run=view.run)
-            return
-        modal = messages.confirm_modal(run_id, view.env.name, "apply "
-                                       f"{len(view.plan.get('migrations', []))} migration(s)", view.env.name)
-        if await wf.slack.open_modal(actor.trigger_id, modal) is None:
-            await refuse(wf, actor, "Slack did not open the confirmation; press Run again", run=view.run)
-        return
-    await start(wf, run_id, actor)
-
-
-def confirmation_error(wf: Workflow, run_id: int, typed: str | None) -> str | None:
-    """Check a typed confirmation before the modal closes; None when it is right."""
-    run = runs.get(wf.store, run_id)
-    if run is None:
-        return "this run no longer exists"
-    if (typed or "") != run["env"]:
-        return f'type the environment name exactly: {run["env"]}'
-    return None
-
-
-async def start(wf: Workflow, run_id: int, actor: Actor) -> bool:
-    """awaiting → running, once (a double click or a retried request starts nothing twice)."""
-    view = await wf.view(run_id)
-    if view is None or not view.ready:
-        if view is not None and view.status == "awaiting":
-            await refuse(wf, actor, "not ready to run: " + "; ".join(view.missing()), run=view.run)
-        return False
-    if not runs.transition(wf.store, run_id, ["awaiting"], "running", current_step="starting"):
-        return False
-    wf.audit(actor.user, "run", run=view.run)
-    from bot.run_migrate import execute
-
-    wf.executing[run_id] = wf.spawn(execute(wf, run_id, actor.user), name=f"run-{run_id}")
-    return True
-
-
-async def abort(wf: Workflow, run_id: int, actor: Actor) -> None:
-    view = await wf.view(run_id)
-    if view is None:
-        await refuse(wf, actor, f"run #{run_id} does not exist")
-        return
-    reason = approval_policy.may_operate(view.env, actor.user, requested_by=view.run["requested_by"])
-    if reason:
-        await refuse(wf, actor, reason, run=view.run)
-        return
-    if view.status in ("awaiting", "scheduled"):
-        if runs.transition(wf.store, run_id, ["awaiting", "scheduled"], "aborted",
-                           error=f"aborted by <@{actor.user}> before it started; nothing was changed"):
-            locks.release(wf.store, view.env.name, run_id)
-            wf.audit(actor.user, "abort", run=view.run, detail="before start")
-            from bot import schedules
-
-            schedules.cancel_for_run(wf, run_id)
-        wf.refresh(run_id)
-        return
-    if view.status == "running":
-        runs.update(wf.store, run_id, abort_requested=1)
-        wf.audit(actor.user, "abort", run=view.run, detail="during run")
-        if not view.abortable:
-            await tell(wf, actor, messages.notice(
-                ":hourglass: a migration is being applied right now; the run stops before the next one."))
-        wf.refresh(run_id)
-        return
-    await refuse(wf, actor, f"run #{run_id} already ended ({view.status})", run=view.run)
-
-
 async def abort_env(wf: Workflow, env: Environment, actor: Actor) -> None:
     """`/migrate abort ENV`: the open run of that environment."""
     open_runs = runs.open_runs(wf.store, env.name)
     if not open_runs:
         await tell(wf, actor, messages.notice(f"No open run on {env.name}; nothing to abort."))
         return
+    from bot.run_controls import abort
+
     await abort(wf, open_runs[-1]["id"], actor)
 
 

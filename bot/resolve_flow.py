@@ -9,12 +9,12 @@ from bot.workflow import Workflow
 
 
 async def request_resolve(wf: Workflow, env: Environment, actor: Any, migration: str, as_: str) -> None:
-    from bot.migrate_flow import refuse
+    from bot.actor import refuse
 
     await refuse(wf, actor, "resolve from Slack is not available yet; use `migrabot resolve`", env=env.name)
 
 
 async def from_incident(wf: Workflow, run_id: int, actor: Any) -> None:
-    from bot.migrate_flow import refuse
+    from bot.actor import refuse
 
     await refuse(wf, actor, "resolve from Slack is not available yet; use `migrabot resolve`")

@@ -8,6 +8,6 @@ from bot.workflow import Workflow
 
 
 async def from_incident(wf: Workflow, run_id: int, actor: Any) -> None:
-    from bot.migrate_flow import refuse
+    from bot.actor import refuse
 
     await refuse(wf, actor, "rollback from Slack is not available yet; use `migrabot restore`")

@@ -9,6 +9,7 @@ from typing import Any
 from bot import checklist
 from bot.approval_policy import ApprovalState, evaluate
 from bot.config import Environment
+from bot.run_kinds import KINDS, Kind
 from state import approvals, runs, steps
 from state import checklist as ticks_state
 from state.store import Store
@@ -40,28 +41,41 @@ class RunView:
         return self.run.get("checks") or {}
 
     @property
+    def kind(self) -> Kind:
+        return KINDS[self.run["kind"]]
+
+    @property
     def checklist_done(self) -> bool:
+        if not self.kind.checklist:
+            return True
         done, total = checklist.summary(self.checks, self.ticks)
         return done == total
 
     @property
+    def target_chosen(self) -> bool:
+        """A rollback needs a chosen backup; the other kinds know their target from the start."""
+        return self.run["kind"] != "rollback" or bool(self.plan.get("target"))
+
+    @property
     def ready(self) -> bool:
-        """Run may start: checklist complete and approvals met."""
-        return self.status == "awaiting" and self.checklist_done and self.approval.met
+        """Run may start: target chosen, checklist complete and approvals met."""
+        return self.status == "awaiting" and self.target_chosen and self.checklist_done and self.approval.met
 
     @property
     def abortable(self) -> bool:
         """Until the first migration starts, and between migrations."""
         if self.status in ("awaiting", "scheduled"):
             return True
-        if self.status != "running":
-            return False
+        if self.status != "running" or self.run["kind"] != "migrate":
+            return False  # a restore, undo or resolve is not stopped half-way
         return not any(s["status"] == "running" and s["name"].startswith("migration:") for s in self.steps)
 
     def missing(self) -> list[str]:
         """What still stands between this run and the Run button, in words."""
         out = []
-        for item in checklist.ITEMS:
+        if not self.target_chosen:
+            out.append("choose a backup")
+        for item in (checklist.ITEMS if self.kind.checklist else ()):
             if not checklist.is_done(item.key, self.checks, self.ticks):
                 state = self.checks.get(item.key, {}).get("status", "pending")
                 why = {"fail": "failed", "manual": "not ticked"}.get(state, "checking")
@@ -78,6 +92,6 @@ def load_run_view(store: Store, env: Environment, run_id: int, members: set[str]
         return None
     now = now or datetime.now(UTC)
     approval = evaluate(env, requested_by=run["requested_by"], votes=approvals.live(store, run_id),
-                        members=members, now=now)
+                        members=members, now=now, needed=KINDS[run["kind"]].needed_approvals(env))
     return RunView(run=run, env=env, ticks=ticks_state.ticks(store, run_id), approval=approval,
                    steps=steps.steps(store, run_id), now=now)

@@ -17,12 +17,12 @@ def cancel_for_run(wf: Workflow, run_id: int) -> None:
 
 
 async def schedule_run(wf: Workflow, env: Environment, actor: Any, at: datetime) -> None:
-    from bot.migrate_flow import refuse
+    from bot.actor import refuse
 
     await refuse(wf, actor, "scheduled runs are not available yet", env=env.name)
 
 
 async def list_scheduled(wf: Workflow, actor: Any) -> None:
-    from bot.migrate_flow import refuse
+    from bot.actor import refuse
 
     await refuse(wf, actor, "scheduled runs are not available yet")

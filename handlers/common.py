@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.migrate_flow import Actor
+from bot.actor import Actor
 from bot.render import messages
 from bot.workflow import Workflow
 from state import dedup

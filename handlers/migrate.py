@@ -7,8 +7,8 @@ from typing import Any
 
 from bot import migrate_flow as flow
 from bot import resolve_flow, schedules
+from bot.actor import Actor
 from bot.commands import MIGRATE_USAGE, Command, UsageError, environments_hint, parse
-from bot.migrate_flow import Actor
 from bot.workflow import Workflow
 from handlers.common import actor_from_command, answer_usage, first_time
 

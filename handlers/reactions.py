@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot import migrate_flow as flow
-from bot.migrate_flow import Actor
+from bot import run_controls as controls
+from bot.actor import Actor
 from bot.workflow import Workflow
 from handlers.common import first_time
 from state import runs
@@ -31,9 +31,9 @@ def register(app: Any, wf: Workflow) -> None:
             return
         actor = Actor(user=event["user"], channel=item["channel"])
         if removed:
-            wf.spawn(flow.withdraw(wf, run["id"], actor, decision), "withdraw")
+            wf.spawn(controls.withdraw(wf, run["id"], actor, decision), "withdraw")
         else:
-            wf.spawn(flow.vote(wf, run["id"], actor, decision, via="reaction"), "vote")
+            wf.spawn(controls.vote(wf, run["id"], actor, decision, via="reaction"), "vote")
 
     @app.event("reaction_added")
     async def reaction_added(body: dict[str, Any], event: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot import migrate_flow as flow
+from bot import run_controls as controls
 from bot.workflow import Workflow
 from handlers.common import action_key, actor_from_action, first_time, run_id_of
 
@@ -20,10 +21,10 @@ def register(app: Any, wf: Workflow) -> None:
         listener.__name__ = f"on_{action_id}"
         app.action(action_id)(listener)
 
-    on("approve", lambda wf, rid, actor, body: flow.vote(wf, rid, actor, "approve", via="button"))
-    on("reject", lambda wf, rid, actor, body: flow.vote(wf, rid, actor, "reject", via="button"))
-    on("run", lambda wf, rid, actor, body: flow.press_run(wf, rid, actor))
-    on("abort", lambda wf, rid, actor, body: flow.abort(wf, rid, actor))
+    on("approve", lambda wf, rid, actor, body: controls.vote(wf, rid, actor, "approve", via="button"))
+    on("reject", lambda wf, rid, actor, body: controls.vote(wf, rid, actor, "reject", via="button"))
+    on("run", lambda wf, rid, actor, body: controls.press_run(wf, rid, actor))
+    on("abort", lambda wf, rid, actor, body: controls.abort(wf, rid, actor))
     on("recheck", lambda wf, rid, actor, body: flow.recheck(wf, rid, actor))
     on("checklist", lambda wf, rid, actor, body: flow.tick(
         wf, rid, actor, [o["value"] for o in body["actions"][0].get("selected_options") or []]))

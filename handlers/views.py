@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot import migrate_flow as flow
+from bot import run_controls as controls
+from bot.actor import Actor
 from bot.render.messages import CONFIRM_ACTION, CONFIRM_BLOCK
 from bot.workflow import Workflow
 from handlers.common import first_time
@@ -24,12 +25,12 @@ def register(app: Any, wf: Workflow) -> None:
         except (ValueError, KeyError, TypeError):
             await ack(response_action="errors", errors={CONFIRM_BLOCK: "this confirmation is broken; press Run again"})
             return
-        error = flow.confirmation_error(wf, run_id, typed_value(view))
+        error = controls.confirmation_error(wf, run_id, typed_value(view))
         if error:
             await ack(response_action="errors", errors={CONFIRM_BLOCK: error})
             return
         if first_time(wf, "view", view.get("id", ""), "submitted"):
             run = wf.store.db["runs"].get(run_id)
-            actor = flow.Actor(user=body["user"]["id"], channel=run["channel"])
-            wf.spawn(flow.start(wf, run_id, actor), f"start-{run_id}")
+            actor = Actor(user=body["user"]["id"], channel=run["channel"])
+            wf.spawn(controls.start(wf, run_id, actor), f"start-{run_id}")
         await ack()

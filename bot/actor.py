@@ -1,0 +1,30 @@
+"""Who acted, and how to answer them (ephemeral) and refuse them (ephemeral and audited)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bot.render import messages
+from bot.workflow import Workflow
+
+
+@dataclass
+class Actor:
+    """Who acted, and where (for ephemeral answers)."""
+
+    user: str
+    channel: str
+    channel_name: str | None = None
+    trigger_id: str | None = None
+
+
+async def tell(wf: Workflow, actor: Actor, text_blocks: tuple[str, list[dict[str, Any]]]) -> None:
+    text, blocks = text_blocks
+    await wf.slack.ephemeral(actor.channel, actor.user, text, blocks)
+
+
+async def refuse(wf: Workflow, actor: Actor, reason: str, *, run: dict[str, Any] | None = None,
+                 env: str | None = None, action: str = "refused") -> None:
+    wf.audit(actor.user, action, run=run, env=env, detail=reason)
+    await tell(wf, actor, messages.refusal(reason))
