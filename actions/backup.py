@@ -336,8 +336,10 @@ async def take_backup(url: str, backup_dir: Path, env_name: str, *, reason: str,
         conninfo, env = pgtools.libpq_args(url)
         args: list[str | Path] = [dump_tool.path, "--no-password", "-f", dump_path, "-d", conninfo]
         args[1:1] = ["-Fd", "-j", str(jobs)] if fmt == "directory" else ["-Fc"]
+        t_dump = time.monotonic()
         await _run_dump(args, env, dump_path, timeout=timeout, on_progress=on_progress,
                         interval=progress_interval)
+        manifest["dump_seconds"] = round(time.monotonic() - t_dump, 3)
         files = await asyncio.to_thread(_checksums, dump_path, directory)
         toc = await pgtools.run_tool_output(
             [restore_tool.path, "--list", dump_path], env, timeout=600, what="pg_restore --list of the new backup")

@@ -114,7 +114,7 @@ def _cpu_model() -> str:
 async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=70, help="pgbench scale (70 ≈ 1 GB)")
-    parser.add_argument("--runs", type=int, default=2, help="backup timings: best of this many")
+    parser.add_argument("--runs", type=int, default=3, help="backup timings: best of this many")
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--keep", action="store_true", help="keep the generated database")
     args = parser.parse_args(argv)
@@ -135,7 +135,7 @@ async def main(argv: list[str] | None = None) -> None:
         print(f"  {size / 2**20:.0f} MB in {time.monotonic() - t0:.0f}s", flush=True)
 
         # 1. backup time
-        raw_times, mb_times, par_times = [], [], []
+        raw_times, mb_times, par_times, overheads = [], [], [], []
         info = None
         for run in range(args.runs):
             for which in (("raw", "migrabot", "parallel") if run % 2 == 0 else ("parallel", "migrabot", "raw")):
@@ -148,6 +148,7 @@ async def main(argv: list[str] | None = None) -> None:
                 elif which == "migrabot":
                     info = await take_backup(url, work / "backups", ENV, reason="bench", requested_by="bench")
                     mb_times.append(time.monotonic() - t)
+                    overheads.append(mb_times[-1] - info.manifest["dump_seconds"])
                 else:
                     par = await take_backup(url, work / "backups", ENV, reason="bench", requested_by="bench", jobs=2)
                     par_times.append(time.monotonic() - t)
@@ -197,6 +198,12 @@ async def main(argv: list[str] | None = None) -> None:
         f"| migrabot `take_backup` (pre-flight, -Fc, sha256, pg_restore --list, manifest) | {mb:.1f} | "
         f"{mb / raw:.2f}× | ≤ 1.05× {'(met)' if mb / raw <= 1.05 else '(NOT met)'} |",
         f"| migrabot `take_backup(jobs=2)` (directory format, 2 workers) | {par_t:.1f} | {par_t / raw:.2f}× | report |",
+        "",
+        f"migrabot's own work around pg_dump (pre-flight, sha256, `pg_restore --list`, manifest): "
+        f"{min(overheads):.2f}s at best, {max(overheads):.2f}s at worst ({min(overheads) / raw:.1%} of the raw dump). "
+        "All runs (s): raw " + ", ".join(f"{t:.1f}" for t in raw_times) + "; migrabot "
+        + ", ".join(f"{t:.1f}" for t in mb_times) + "; jobs=2 " + ", ".join(f"{t:.1f}" for t in par_times) + ".",
+        f"Load average during the run (other work shares this machine): {os.getloadavg()[0]:.1f}.",
         "",
         "## 2. Unavailability during a restore (client queries every 50 ms, reconnecting)",
         "",
