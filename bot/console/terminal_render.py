@@ -184,7 +184,8 @@ class TerminalRenderer:
             if line.startswith(CODE_BAR) or len(line) <= self.width:
                 out.append(line)
             else:
-                out += textwrap.wrap(line, self.width, subsequent_indent="  ") or [""]
+                out += textwrap.wrap(line, self.width, subsequent_indent="  ", break_on_hyphens=False,
+                                     break_long_words=False) or [""]
         return out
 
     def _block(self, block: dict[str, Any], owner: tuple[str, ...], seen: set[int]) -> list[str]:
@@ -219,7 +220,7 @@ class TerminalRenderer:
                 hint = self.plain(element.get("placeholder")) if element.get("placeholder") else ""
                 lines = [f"[{target.number}] {label}: ________" + (f"  ({hint})" if hint else "")]
             else:
-                lines = [f"{label}:"] + self._elements([element], block_id, owner, seen)
+                lines = [f"{label}:", *self._elements([element], block_id, owner, seen)]
             if block.get("hint"):
                 lines.append(self._dim(INDENT + self.plain(block.get("hint"))))
             return lines
@@ -303,8 +304,9 @@ class TerminalRenderer:
         head = f"{heading} {tag} {who}" + (" " + " ".join(marks) if marks else "")
         body = self.blocks(msg.blocks, owner) if msg.blocks else self._text_lines(self.mrkdwn(msg.text))
         if msg.reactions:
-            body.append(" ".join(f"{EMOJI.get(name, ':' + name + ':')} {', '.join(self.names.user(u) for u in users)}"
-                                 for name, users in msg.reactions.items()))
+            shown = [f"{EMOJI.get(name, ':' + name + ':')} {', '.join(self.names.user(u) for u in users)}"
+                     for name, users in msg.reactions.items()]
+            body.append("reactions: " + "  ".join(shown))
         if getattr(msg, "replies", None):
             body.append(self._dim(f"({len(msg.replies)} thread repl{'y' if len(msg.replies) == 1 else 'ies'})"))
         pad = " " * indent
