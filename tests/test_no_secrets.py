@@ -3,10 +3,10 @@
 Every subcommand that exists in :func:`bot.cli.build_parser` is discovered and run as a real
 process, so commands added later are covered without touching this file. Each runs with
 configurations whose URLs carry a password: a working database, a refused port, a host that does
-not resolve, and an ``env:`` variable that is unset. For every run: the password (and the Slack
-signing secret in the environment) never appears on stdout or stderr; without ``-v`` there is no
-traceback; a command that reports an error exits non-zero. With ``-v`` the log lines are checked
-too.
+not resolve, an ``env:`` variable that is unset, and an unknown environment. For every run: the
+password (and the Slack signing secret in the environment) never appears on stdout or stderr; no
+run ends with an uncaught exception; without ``-v`` there is no traceback at all; a command that
+reports an error exits non-zero. The ``-v`` runs check the log lines too.
 
 A command that by design runs until stopped (a server) must still stop by itself in these
 conditions (no Slack tokens, no stdin, a broken database); if it cannot, give it arguments that
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -171,13 +172,13 @@ def scenarios(tmp_path: Path, database_url: str) -> list[Scenario]:
     cfg = {name: _config(tmp_path / f"{name}.toml", url, tmp_path, admin, health)
            for name, url in (("good", good), ("refused", refused), ("badhost", badhost))}
     return [
-        Scenario("good", cfg["good"]),
+        # -v on the working database and on the unresolvable host checks the log lines of the
+        # success path and of an error path; the others check the plain output for tracebacks
+        Scenario("good -v", cfg["good"], verbose=True),
         Scenario("refused", cfg["refused"]),
-        Scenario("badhost", cfg["badhost"]),
+        Scenario("badhost -v", cfg["badhost"], verbose=True),
         Scenario("unset-env", unset),
         Scenario("unknown-env", cfg["good"], env_name="nosuchenv"),
-        Scenario("good -v", cfg["good"], verbose=True),
-        Scenario("refused -v", cfg["refused"], verbose=True),
     ]
 
 
@@ -213,6 +214,8 @@ def takes_env(parser: argparse.ArgumentParser) -> bool:
     return any(not a.option_strings and _is_env(a) and a.nargs not in ("?", "*") for a in parser._actions)
 
 
+# the last line Python prints for an uncaught exception: "asyncpg.exceptions.Foo: ...", "KeyError: 'x'"
+UNCAUGHT = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b(:|$)")
 CONNECTION_FAILURE = ("connection refused", "cannot resolve", "cannot connect", "no answer from")
 
 
@@ -236,6 +239,8 @@ def test_no_secret_in_any_output(words, parser, scenarios, tmp_path, database_ur
             problems.append("a secret appears in the output")
         if not scenario.verbose and "Traceback" in r.err:
             problems.append("a traceback instead of one sentence")
+        if UNCAUGHT.search(r.err.strip().rsplit("\n", 1)[-1]):
+            problems.append("ends with an uncaught exception")
         lowered = r.err.lower()
         if r.code == 0 and not scenario.verbose and (
                 r.err.startswith("migrabot: ") or any(c in lowered for c in CONNECTION_FAILURE)):
