@@ -58,3 +58,28 @@ async def resolve_rolled_back(url: str, migrations_dir: Path, name: str, *, advi
                 "backup", code="P3012")
         count = await prisma_table.mark_rolled_back(conn, name)
     return f"marked {count} failed row(s) of {name} as rolled back; the next deploy runs it again"
+
+
+async def resolve_problem(url: str, migrations_dir: Path, name: str, as_: str, *, timeout: float = 10.0) -> str | None:
+    """Why ``resolve`` of ``name`` as ``as_`` ("applied" / "rolled-back") would be refused, or None.
+
+    Asked before a resolve is put up for approval, so nobody approves what Prisma's rules refuse;
+    the resolve itself checks again under the advisory lock.
+    """
+    if as_ not in ("applied", "rolled-back"):
+        return f'resolve takes "applied" or "rolled-back", not "{as_}"'
+    async with connection(url, timeout=timeout) as conn:
+        rows = [r for r in await prisma_table.read_rows(conn) if r.migration_name == name]
+    if as_ == "applied":
+        if not (Path(migrations_dir) / name).is_dir():
+            return (f'cannot resolve "{name}" as applied (Prisma P3017): there is no folder of that name in '
+                    f"{migrations_dir}")
+        if any(r.is_applied for r in rows):
+            return f'cannot resolve "{name}" as applied (Prisma P3008): it is already recorded as applied'
+        return None
+    if not rows:
+        return f'cannot resolve "{name}" as rolled back (Prisma P3011): the database has no record of it'
+    if not any(r.is_failed for r in rows):
+        return (f'cannot resolve "{name}" as rolled back (Prisma P3012): it has no failed row; to undo an applied '
+                "migration use `/rollback ENV last` or restore a backup")
+    return None

@@ -1,20 +1,50 @@
-"""`/migrate resolve` and the incident's "Mark rolled back" (filled in by the rollback issue)."""
+"""`/migrate resolve ENV NAME applied|rolled-back` and the incident's "Mark rolled back".
+
+Prisma's `migrate resolve` from the channel: needs one approval where the environment
+requires approvals, and runs at once where it does not.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
+from actions.errors import ActionError
+from bot.actor import Actor, refuse
 from bot.config import Environment
+from bot.rollback_flow import _open_run, _post
+from bot.run_controls import start
 from bot.workflow import Workflow
+from state import runs
 
 
-async def request_resolve(wf: Workflow, env: Environment, actor: Any, migration: str, as_: str) -> None:
-    from bot.actor import refuse
+async def request_resolve(wf: Workflow, env: Environment, actor: Actor, migration: str, as_: str) -> int | None:
+    from actions.resolve import resolve_problem
 
-    await refuse(wf, actor, "resolve from Slack is not available yet; use `migrabot resolve`", env=env.name)
+    try:
+        problem = await resolve_problem(env.migration_url, env.migrations_dir, migration, as_)
+    except ActionError as exc:
+        problem = str(exc)
+    if problem:
+        await refuse(wf, actor, problem, env=env.name)
+        return None
+    run_id = await _open_run(wf, env, actor, "resolve")
+    if run_id is None:
+        return None
+    runs.update(wf.store, run_id, plan={"migration": migration, "as": as_})
+    if not await _post(wf, run_id, env, actor, f"resolve {migration} {as_}"):
+        return None
+    view = await wf.view(run_id)
+    if view is not None and view.ready:
+        await start(wf, run_id, actor)  # no approval needed here: do what was typed
+    return run_id
 
 
-async def from_incident(wf: Workflow, run_id: int, actor: Any) -> None:
-    from bot.actor import refuse
-
-    await refuse(wf, actor, "resolve from Slack is not available yet; use `migrabot resolve`")
+async def from_incident(wf: Workflow, run_id: int, actor: Actor) -> None:
+    """The incident's "Mark rolled back": resolve the failed migration so a fixed deploy can run it again."""
+    run = runs.get(wf.store, run_id)
+    failed = ((run or {}).get("result") or {}).get("failed_migration")
+    if run is None or run["status"] != "failed" or not failed:
+        await refuse(wf, actor, "only a failed migration can be marked rolled back", run=run)
+        return
+    runs.update(wf.store, run_id, decision=f"mark {failed} rolled back, decided by <@{actor.user}>")
+    wf.audit(actor.user, "decide_mark_rolled_back", run=run)
+    wf.refresh(run_id)
+    await request_resolve(wf, wf.env(run["env"]), actor, failed, "rolled-back")

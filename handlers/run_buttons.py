@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot import migrate_flow as flow
+from bot import resolve_flow, rollback_flow
 from bot import run_controls as controls
 from bot.workflow import Workflow
 from handlers.common import action_key, actor_from_action, first_time, run_id_of
@@ -28,17 +29,9 @@ def register(app: Any, wf: Workflow) -> None:
     on("recheck", lambda wf, rid, actor, body: flow.recheck(wf, rid, actor))
     on("checklist", lambda wf, rid, actor, body: flow.tick(
         wf, rid, actor, [o["value"] for o in body["actions"][0].get("selected_options") or []]))
+    on("choose_backup", lambda wf, rid, actor, body: rollback_flow.choose_backup(
+        wf, rid, actor, body["actions"][0]["selected_option"]["value"]))
     on("incident_fix_forward", lambda wf, rid, actor, body: flow.fix_forward(wf, rid, actor))
 
-    def incident_rollback(wf: Workflow, rid: int, actor: Any, body: Any) -> Any:
-        from bot import rollback_flow
-
-        return rollback_flow.from_incident(wf, rid, actor)
-
-    def incident_mark_rolled_back(wf: Workflow, rid: int, actor: Any, body: Any) -> Any:
-        from bot import resolve_flow
-
-        return resolve_flow.from_incident(wf, rid, actor)
-
-    on("incident_rollback", incident_rollback)
-    on("incident_mark_rolled_back", incident_mark_rolled_back)
+    on("incident_rollback", lambda wf, rid, actor, body: rollback_flow.from_incident(wf, rid, actor))
+    on("incident_mark_rolled_back", lambda wf, rid, actor, body: resolve_flow.from_incident(wf, rid, actor))

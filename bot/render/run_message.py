@@ -6,6 +6,7 @@ from typing import Any
 
 from bot import checklist
 from bot.render import blocks as bk
+from bot.run_kinds import KINDS
 from bot.run_view import RunView
 
 STATUS_ICON = {"pass": ":white_check_mark:", "na": ":heavy_minus_sign:", "fail": ":x:",
@@ -17,21 +18,19 @@ RUN_STATUS = {"awaiting": "waiting for checklist and approvals", "scheduled": "s
               "running": "running", "succeeded": "succeeded", "failed": "FAILED", "aborted": "aborted",
               "rejected": "rejected", "expired": "expired", "interrupted": "interrupted by a restart",
               "cancelled": "cancelled"}
-KIND_TITLE = {"migrate": "Migration", "rollback": "Rollback (restore a backup)",
-              "undo": "Partial rollback (undo last migration)", "resolve": "Resolve"}
 MAX_LISTED = 12
 
 
 def render_run(view: RunView) -> tuple[str, list[dict[str, Any]]]:
     """(fallback text, blocks) of a run message."""
     run = view.run
-    title = f"{KIND_TITLE.get(run['kind'], run['kind'])}: {view.env.name}"
+    title = f"{KINDS[run['kind']].title}: {view.env.name}"
     text = f"{title} requested by <@{run['requested_by']}> — {RUN_STATUS.get(view.status, view.status)}"
     out: list[dict[str, Any]] = [bk.header(title)]
     out += _summary(view)
-    if view.status in ("awaiting", "scheduled") or view.run.get("checks"):
+    if view.kind.checklist and (view.status in ("awaiting", "scheduled") or view.run.get("checks")):
         out += _checklist(view)
-    if view.env.required_approvals or view.approval.rejections:
+    if view.approval.needed or view.approval.rejections:
         out += _approvals(view)
     out += _progress(view)
     out += _result(view)
@@ -64,15 +63,61 @@ def _summary(view: RunView) -> list[dict[str, Any]]:
             elif lint_info:
                 safe = "yes" if lint_info.get("zero_downtime_safe") else "*no*"
                 lines.append(f"Zero-downtime safe: {safe}")
+    elif view.run["kind"] == "rollback":
+        return _rollback_summary(view, lines)
+    elif view.run["kind"] == "undo":
+        down = plan.get("down_file") or "down.sql"
+        lines.append(f"Undo the last applied migration `{plan.get('migration')}` with its `{down}` "
+                     "(shown in the thread), then remove its `_prisma_migrations` row so it is pending again.")
+        lint_info = plan.get("lint") or {}
+        if lint_info.get("error"):
+            lines.append(f"Lint could not run: {lint_info['error']}")
+        elif lint_info:
+            lines.append("Zero-downtime safe: " + ("yes" if lint_info.get("zero_downtime_safe") else "*no*"))
+        lines.append("A verified backup is taken first.")
+    elif view.run["kind"] == "resolve":
+        lines.append(f"Mark `{plan.get('migration')}` as *{plan.get('as')}* in `_prisma_migrations` "
+                     "(Prisma's `migrate resolve`).")
+    if view.run["kind"] == "terminate":
+        lines += terminate_lines(view)
     for note in plan.get("notes", []):
         lines.append(note)
     if view.run.get("scheduled_for") and view.status == "scheduled":
-        lines.append(f":alarm_clock: Scheduled for {view.run['scheduled_for']}")
+        lines += scheduled_lines(view)
     result = [bk.section("\n".join(lines))]
     advice = _lint_advice(plan)
     if advice:
         result.append(bk.section(advice))
     return result
+
+
+def _rollback_summary(view: RunView, lines: list[str]) -> list[dict[str, Any]]:
+    """The backup menu and, once one is chosen, what restoring it undoes."""
+    from bot.rollback_flow import describe_impact
+
+    plan = view.plan
+    out = [bk.section("\n".join(lines))]
+    if plan.get("target"):
+        out.append(bk.section(describe_impact(plan), block_id=f"impact:{view.id}"))
+    if view.status == "awaiting":
+        options = [backup_option(b) for b in plan.get("backups", [])]
+        chosen = next((o for o in options if o["value"] == plan.get("target")), None)
+        text = "*Choose the backup to restore* (verified backups, newest first)"
+        if plan.get("more"):
+            text += f"; {plan['more']} older ones are not listed"
+        out.append(bk.section(text, block_id=f"target:{view.id}",
+                              accessory=bk.static_select("choose_backup", "Choose a backup", options, chosen)))
+    return out
+
+
+def backup_option(b: dict[str, Any]) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    age = (datetime.now(UTC) - datetime.fromisoformat(b["created_at"])).total_seconds()
+    kind = " (pre-restore snapshot)" if b.get("kind") == "pre-restore" else ""
+    label = f"{b['id']} · {bk.duration(age)} ago · {bk.size(b.get('size_bytes'))}{kind}"
+    last = b.get("last_migration") or "no migrations"
+    return bk.option(label, b["id"], description=f"last: {last}")
 
 
 def _lint_advice(plan: dict[str, Any]) -> str:
@@ -124,13 +169,13 @@ def _approvals(view: RunView) -> list[dict[str, Any]]:
         lines.append(f":x: {bk.user(v['user'])} rejected ({v['via']}, {v['at'][11:19]} UTC)")
     for v in a.expired:
         lines.append(f":hourglass: {bk.user(v['user'])}'s approval expired: approve again")
-    if view.status == "awaiting":
+    if view.status in ("awaiting", "scheduled"):
         who = ", ".join(bk.user(x) for x in view.env.approvers) or "anyone"
         self_note = "" if view.env.allow_self_approval else "; the requester cannot approve"
         lines.append(f"_Approvers: {who}{self_note}. Approve with the button or :white_check_mark:, "
-                     "reject with :x:._")
+                     f"reject with :x:. {expiry_note(view)}_")
     out = [bk.section("\n".join(lines), block_id=f"approvals_text:{view.id}")]
-    if view.status == "awaiting":
+    if view.status in ("awaiting", "scheduled"):
         out.append(bk.actions([
             bk.button("Approve", "approve", str(view.id), style="primary"),
             bk.button("Reject", "reject", str(view.id), style="danger"),
@@ -168,7 +213,8 @@ def _result(view: RunView) -> list[dict[str, Any]]:
 def _controls(view: RunView) -> list[dict[str, Any]]:
     elements = []
     if view.ready:
-        elements.append(bk.button(":rocket: Run", "run", str(view.id), style="primary"))
+        elements.append(bk.button(view.kind.run_label, "run", str(view.id), style="primary"))
+    elements += scheduled_controls(view)
     if view.abortable:
         elements.append(bk.button("Abort", "abort", str(view.id), style="danger"))
     if view.status == "awaiting" and any(c.get("status") == "fail" for c in view.checks.values()):
@@ -191,3 +237,44 @@ def incident_actions(run_id: int, failed_migration: str | None) -> dict[str, Any
         elements.append(bk.button("Mark rolled back", "incident_mark_rolled_back", str(run_id)))
     elements.append(bk.button("Fix forward", "incident_fix_forward", str(run_id)))
     return bk.actions(elements, block_id=f"incident:{run_id}")
+
+
+# --- terminate runs and scheduled runs (the /db and scheduler issue) -------------------------------------
+
+
+def terminate_lines(view: RunView) -> list[str]:
+    """What a terminate run ends: the session as it was when the button was pressed."""
+    p = view.plan
+    xact = f", transaction open {bk.duration(p['xact_age'])}" if p.get("xact_age") is not None else ""
+    blocks = ", ".join(str(x) for x in p.get("blocks", [])) or "?"
+    return [f"Terminate session *pid {p.get('pid')}* on database `{p.get('db')}`: user `{p.get('user')}`, "
+            f"app `{p.get('application') or '—'}`, {p.get('state') or 'unknown state'}{xact}; it blocks pid {blocks}.",
+            bk.code(p.get("query") or "", 900),
+            "Its open transaction is rolled back and its client disconnected (`pg_terminate_backend`)."]
+
+
+def scheduled_lines(view: RunView) -> list[str]:
+    """"Scheduled for …", what must be ready by then, and the typed confirmation recorded ahead."""
+    from bot.schedules import when_text
+
+    lines = [f":alarm_clock: *Scheduled for {when_text(view.run['scheduled_for'])}.* It starts then only if the "
+             "checklist and approvals are complete; Abort cancels the schedule."]
+    if view.kind.confirm_word(view.env):
+        confirmed = view.plan.get("confirmed")
+        lines.append(f":keyboard: Typed confirmation recorded by {bk.user(confirmed['by'])}." if confirmed else
+                     ":keyboard: Needs the typed confirmation *before* its time: press Confirm now.")
+    return lines
+
+
+def scheduled_controls(view: RunView) -> list[dict[str, Any]]:
+    if view.status == "scheduled" and view.kind.confirm_word(view.env) and not view.plan.get("confirmed"):
+        return [bk.button(":keyboard: Confirm now", "run", str(view.id), style="primary")]
+    return []
+
+
+def expiry_note(view: RunView) -> str:
+    """How long an approval counts (``approval_expiry``): a scheduled run needs them fresh at its start."""
+    note = f"Approvals count for {bk.duration(view.env.approval_expiry)}"
+    if view.status == "scheduled":
+        return note + ": approve close enough to the start."
+    return note + "."
