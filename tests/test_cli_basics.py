@@ -163,3 +163,22 @@ def test_ci_runs_exactly_the_test_command_the_readme_gives():
     readme = (ROOT / "README.md").read_text()
     assert f"```bash\n{command}\n```" in readme
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+def test_verbose_logging_of_the_cli_is_redacted(tmp_path):
+    """Whatever a library logs under ``-v`` goes through the redacting filter the CLI installs."""
+    code = (
+        "import logging, sys\n"
+        "from bot.cli import _setup_logging\n"
+        "_setup_logging(True)\n"
+        f"logging.getLogger('asyncpg.fake').debug('connecting to %s', 'postgresql://u:{SECRET}@db/x')\n"
+        "try:\n"
+        f"    raise OSError('cannot reach postgresql://u:{SECRET}@db/x')\n"
+        "except OSError:\n"
+        "    logging.getLogger('migrabot').exception('failed')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG asyncpg.fake: connecting to postgresql://u:***@db/x" in result.stderr
+    assert "OSError" in result.stderr and SECRET not in result.stderr
