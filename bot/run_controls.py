@@ -58,6 +58,11 @@ async def press_run(wf: Workflow, run_id: int, actor: Actor) -> None:
     if reason:
         await refuse(wf, actor, reason, run=view.run)
         return
+    if view.status == "scheduled":  # it starts at its time; this records the typed confirmation ahead
+        from bot import schedules
+
+        await schedules.press_run(wf, view, actor)
+        return
     if view.status != "awaiting":
         await refuse(wf, actor, f"run #{run_id} is {view.status}; it cannot start again", run=view.run)
         return
@@ -104,8 +109,16 @@ def confirmation_error(wf: Workflow, run_id: int, typed: str | None) -> str | No
 
 
 async def start(wf: Workflow, run_id: int, actor: Actor) -> bool:
-    """awaiting → running, once (a double click or a retried request starts nothing twice)."""
+    """awaiting → running, once (a double click or a retried request starts nothing twice).
+
+    On a scheduled run (its typed confirmation, given ahead) this records the confirmation instead.
+    """
     view = await wf.view(run_id)
+    if view is not None and view.status == "scheduled":
+        from bot import schedules
+
+        await schedules.record_confirmation(wf, run_id, actor)
+        return False
     if view is None or not view.ready:
         if view is not None and view.status == "awaiting":
             await refuse(wf, actor, "not ready to run: " + "; ".join(view.missing()), run=view.run)

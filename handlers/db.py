@@ -1,15 +1,52 @@
-"""`/db` (filled in by the monitoring issue)."""
+"""`/db` and the Terminate button of `/db blockers`: parse, answer bad input at once, hand over, ``ack()``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bot.commands import DB_USAGE
+from bot import db_flow as flow
+from bot.actor import Actor
+from bot.commands import DB_USAGE, Command, UsageError, environments_hint, parse
 from bot.workflow import Workflow
-from handlers.common import answer_usage
+from handlers.common import action_key, actor_from_action, actor_from_command, answer_usage, first_time
+
+Work = Callable[[Workflow, Command, Actor], Coroutine[Any, Any, Any]]
+
+RUNNERS: dict[str, Work] = {
+    "help": lambda wf, cmd, actor: flow.show_help(wf, actor),
+    "report": lambda wf, cmd, actor: flow.post_report(wf, wf.env(cmd.env), actor),
+    "health": lambda wf, cmd, actor: flow.post_health(wf, wf.env(cmd.env), actor),
+    "blockers": lambda wf, cmd, actor: flow.post_blockers(wf, wf.env(cmd.env), actor),
+}
+
+
+def terminate_target(value: str | None) -> tuple[str, int] | None:
+    """The button's value ``ENV:PID``.
+
+    >>> terminate_target("prod:4242"), terminate_target("nonsense")
+    (('prod', 4242), None)
+    """
+    env, _, pid = (value or "").rpartition(":")
+    return (env, int(pid)) if env and pid.isdigit() else None
 
 
 def register(app: Any, wf: Workflow) -> None:
     @app.command("/db")
     async def db_command(ack: Any, command: dict[str, Any]) -> None:
-        await answer_usage(ack, DB_USAGE, "`/db` is not available yet")
+        try:
+            cmd = parse("/db", command.get("text", ""), wf.config)
+        except UsageError as exc:
+            await answer_usage(ack, DB_USAGE + f"\nEnvironments: {environments_hint(wf.config)}", str(exc))
+            return
+        if first_time(wf, "command", command.get("trigger_id", "")):
+            wf.spawn(RUNNERS[cmd.action](wf, cmd, actor_from_command(command)), f"db-{cmd.action}")
+        await ack()
+
+    @app.action("terminate_blocker")
+    async def on_terminate(ack: Any, body: dict[str, Any]) -> None:
+        target = terminate_target((body.get("actions") or [{}])[0].get("value"))
+        env = wf.config.environment(target[0]) if target else None
+        if env is not None and target and first_time(wf, *action_key(body)):
+            wf.spawn(flow.request_terminate(wf, env, target[1], actor_from_action(body)), f"terminate-{target[1]}")
+        await ack()

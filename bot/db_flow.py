@@ -1,0 +1,151 @@
+"""`/db report|health|blockers ENV` and the Terminate button, after the handler's ``ack()``.
+
+Answers go to the channel as a message (the team wants to see them); a failure (cannot
+connect, ...) goes to the person only, in one sentence. The monitoring queries use the
+environment's direct URL (``migration_url``): pgBouncer would refuse their
+``statement_timeout`` start-up setting, and pids are the server's, not the pooler's.
+
+    await post_report(wf, wf.env("prod"), actor)
+    await request_terminate(wf, wf.env("prod"), 4242, actor)   # a run of kind "terminate"
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from actions.errors import ActionError
+from bot import approval_policy
+from bot.actor import Actor, refuse, tell
+from bot.commands import DB_USAGE
+from bot.config import Environment
+from bot.render import messages, reports
+from bot.workflow import Workflow
+from state import locks, runs
+
+log = logging.getLogger(__name__)
+
+
+async def show_help(wf: Workflow, actor: Actor) -> None:
+    await tell(wf, actor, messages.usage(DB_USAGE))
+
+
+async def _post(wf: Workflow, actor: Actor, env: Environment, what: str, text_blocks: tuple[str, list[Any]],
+                channel: str | None = None) -> str | None:
+    text, blocks = text_blocks
+    ts = await wf.slack.post(channel or actor.channel, text, blocks)
+    if ts is None:
+        await refuse(wf, actor, f"Slack refused the {what} message (is the bot in this channel? `/invite` it)",
+                     env=env.name)
+    return ts
+
+
+async def post_report(wf: Workflow, env: Environment, actor: Actor, *, channel: str | None = None) -> str | None:
+    """Run the monitoring queries and post the report; returns the message ts."""
+    from actions.report import monitoring_report
+
+    try:
+        report = await monitoring_report(env.migration_url, long_query_threshold=env.long_query_threshold,
+                                         timeout=env.connect_timeout)
+    except ActionError as exc:
+        await refuse(wf, actor, f"cannot report on {env.name}: {exc}", env=env.name, action="report_failed")
+        return None
+    wf.audit(actor.user, "db_report", env=env.name)
+    return await _post(wf, actor, env, "report", reports.report_message(env.name, report), channel)
+
+
+async def post_health(wf: Workflow, env: Environment, actor: Actor) -> str | None:
+    """Every health check with its reason and the verdict (checks never raise: problems are reasons)."""
+    from actions.health import health_check
+
+    health = await health_check(env, timeout=env.connect_timeout)
+    wf.audit(actor.user, "db_health", env=env.name, detail=health.verdict)
+    return await _post(wf, actor, env, "health", reports.health_message(health))
+
+
+async def post_blockers(wf: Workflow, env: Environment, actor: Actor) -> str | None:
+    """Who blocks whom, with a Terminate button per root blocker."""
+    from actions.lock_chains import blocking_sessions, find_blockers
+
+    try:
+        chains = await find_blockers(env.migration_url, timeout=env.connect_timeout)
+    except ActionError as exc:
+        await refuse(wf, actor, f"cannot list the blockers on {env.name}: {exc}", env=env.name,
+                     action="blockers_failed")
+        return None
+    except TimeoutError:
+        await refuse(wf, actor, f"listing the blockers on {env.name} took longer than {env.connect_timeout:g}s: "
+                                "the server is overloaded; try again", env=env.name, action="blockers_failed")
+        return None
+    wf.audit(actor.user, "db_blockers", env=env.name, detail=f"{len(chains)} waiting")
+    return await _post(wf, actor, env, "blockers", reports.blockers_message(env.name, chains,
+                                                                           blocking_sessions(chains)))
+
+
+async def current_blocker(env: Environment, pid: int) -> tuple[Any, list[int]] | None:
+    """The root-or-not blocker ``pid`` right now and the pids it blocks, or None when it blocks nobody."""
+    from actions.lock_chains import find_blockers
+
+    chains = await find_blockers(env.migration_url, timeout=env.connect_timeout)
+    session, blocked = None, []
+    for chain in chains:
+        for b in chain.blockers:
+            if b.pid == pid:
+                session = b
+                blocked.append(chain.waiting.pid)
+    return (session, blocked) if session is not None else None
+
+
+async def request_terminate(wf: Workflow, env: Environment, pid: int, actor: Actor) -> int | None:
+    """The Terminate button: a run of kind ``terminate`` with the usual lock and approvals.
+
+    The button's confirm dialog is the confirmation; where no approval is needed the run
+    starts at once, otherwise it waits for approvals and its Run button.
+    """
+    reason = approval_policy.may_request(env, actor.user)
+    if reason:
+        await refuse(wf, actor, reason, env=env.name)
+        return None
+    try:
+        found = await current_blocker(env, pid)
+    except (ActionError, TimeoutError) as exc:
+        await refuse(wf, actor, f"cannot check pid {pid} on {env.name}: {exc or 'timed out'}", env=env.name)
+        return None
+    if found is None:
+        await tell(wf, actor, messages.notice(
+            f":information_source: pid {pid} no longer blocks anyone on {env.name} (it finished or ended); "
+            f"nothing to terminate. `/db blockers {env.name}` lists the current blockers."))
+        return None
+    session, blocked = found
+    plan = {"pid": pid, "user": session.user, "application": session.application, "state": session.state,
+            "query": session.query, "db": session.database, "xact_age": session.xact_age, "blocks": blocked}
+    run_id = runs.create(wf.store, kind="terminate", env=env.name, requested_by=actor.user,
+                         channel=actor.channel, plan=plan)
+    holder = locks.acquire(wf.store, env.name, run_id=run_id, holder=actor.user)
+    if holder is not None:
+        other = runs.get(wf.store, holder["run_id"]) or {}
+        if other.get("status") == "running" and other.get("kind") == "migrate":
+            # the runbook's "Migration Hangs": ending what blocks the running migration is the remedy,
+            # so the running migration's lock does not stand in the way (approvals still do)
+            plan["notes"] = [f":information_source: {env.name} is locked by running migration run "
+                             f"#{holder['run_id']}; this terminate does not wait for that lock."]
+            runs.update(wf.store, run_id, plan=plan)
+        else:
+            wf.store.db["runs"].delete(run_id)
+            from bot.migrate_flow import refuse_locked
+
+            await refuse_locked(wf, actor, env.name, holder)
+            return None
+    run = runs.get(wf.store, run_id)
+    wf.audit(actor.user, "request", run=run, detail=f"terminate pid {pid} (user {session.user})")
+    if await wf.post_run_message(run_id) is None:
+        runs.transition(wf.store, run_id, ["awaiting"], "cancelled", error="Slack refused the run message")
+        locks.release(wf.store, env.name, run_id)
+        await refuse(wf, actor, "Slack refused the terminate message; nothing was done", env=env.name)
+        return None
+    view = await wf.view(run_id)
+    if view is not None and view.ready:
+        from bot.run_controls import start
+
+        await start(wf, run_id, actor)
+    return run_id
