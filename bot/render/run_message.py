@@ -6,6 +6,7 @@ from typing import Any
 
 from bot import checklist
 from bot.render import blocks as bk
+from bot.run_kinds import KINDS
 from bot.run_view import RunView
 
 STATUS_ICON = {"pass": ":white_check_mark:", "na": ":heavy_minus_sign:", "fail": ":x:",
@@ -17,21 +18,19 @@ RUN_STATUS = {"awaiting": "waiting for checklist and approvals", "scheduled": "s
               "running": "running", "succeeded": "succeeded", "failed": "FAILED", "aborted": "aborted",
               "rejected": "rejected", "expired": "expired", "interrupted": "interrupted by a restart",
               "cancelled": "cancelled"}
-KIND_TITLE = {"migrate": "Migration", "rollback": "Rollback (restore a backup)",
-              "undo": "Partial rollback (undo last migration)", "resolve": "Resolve"}
 MAX_LISTED = 12
 
 
 def render_run(view: RunView) -> tuple[str, list[dict[str, Any]]]:
     """(fallback text, blocks) of a run message."""
     run = view.run
-    title = f"{KIND_TITLE.get(run['kind'], run['kind'])}: {view.env.name}"
+    title = f"{KINDS[run['kind']].title}: {view.env.name}"
     text = f"{title} requested by <@{run['requested_by']}> — {RUN_STATUS.get(view.status, view.status)}"
     out: list[dict[str, Any]] = [bk.header(title)]
     out += _summary(view)
     if view.kind.checklist and (view.status in ("awaiting", "scheduled") or view.run.get("checks")):
         out += _checklist(view)
-    if view.env.required_approvals or view.approval.rejections:
+    if view.approval.needed or view.approval.rejections:
         out += _approvals(view)
     out += _progress(view)
     out += _result(view)
@@ -64,6 +63,21 @@ def _summary(view: RunView) -> list[dict[str, Any]]:
             elif lint_info:
                 safe = "yes" if lint_info.get("zero_downtime_safe") else "*no*"
                 lines.append(f"Zero-downtime safe: {safe}")
+    elif view.run["kind"] == "rollback":
+        return _rollback_summary(view, lines)
+    elif view.run["kind"] == "undo":
+        down = plan.get("down_file") or "down.sql"
+        lines.append(f"Undo the last applied migration `{plan.get('migration')}` with its `{down}` "
+                     "(shown in the thread), then remove its `_prisma_migrations` row so it is pending again.")
+        lint_info = plan.get("lint") or {}
+        if lint_info.get("error"):
+            lines.append(f"Lint could not run: {lint_info['error']}")
+        elif lint_info:
+            lines.append("Zero-downtime safe: " + ("yes" if lint_info.get("zero_downtime_safe") else "*no*"))
+        lines.append("A verified backup is taken first.")
+    elif view.run["kind"] == "resolve":
+        lines.append(f"Mark `{plan.get('migration')}` as *{plan.get('as')}* in `_prisma_migrations` "
+                     "(Prisma's `migrate resolve`).")
     if view.run["kind"] == "terminate":
         lines += terminate_lines(view)
     for note in plan.get("notes", []):
@@ -75,6 +89,35 @@ def _summary(view: RunView) -> list[dict[str, Any]]:
     if advice:
         result.append(bk.section(advice))
     return result
+
+
+def _rollback_summary(view: RunView, lines: list[str]) -> list[dict[str, Any]]:
+    """The backup menu and, once one is chosen, what restoring it undoes."""
+    from bot.rollback_flow import describe_impact
+
+    plan = view.plan
+    out = [bk.section("\n".join(lines))]
+    if plan.get("target"):
+        out.append(bk.section(describe_impact(plan), block_id=f"impact:{view.id}"))
+    if view.status == "awaiting":
+        options = [backup_option(b) for b in plan.get("backups", [])]
+        chosen = next((o for o in options if o["value"] == plan.get("target")), None)
+        text = "*Choose the backup to restore* (verified backups, newest first)"
+        if plan.get("more"):
+            text += f"; {plan['more']} older ones are not listed"
+        out.append(bk.section(text, block_id=f"target:{view.id}",
+                              accessory=bk.static_select("choose_backup", "Choose a backup", options, chosen)))
+    return out
+
+
+def backup_option(b: dict[str, Any]) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    age = (datetime.now(UTC) - datetime.fromisoformat(b["created_at"])).total_seconds()
+    kind = " (pre-restore snapshot)" if b.get("kind") == "pre-restore" else ""
+    label = f"{b['id']} · {bk.duration(age)} ago · {bk.size(b.get('size_bytes'))}{kind}"
+    last = b.get("last_migration") or "no migrations"
+    return bk.option(label, b["id"], description=f"last: {last}")
 
 
 def _lint_advice(plan: dict[str, Any]) -> str:
@@ -170,7 +213,7 @@ def _result(view: RunView) -> list[dict[str, Any]]:
 def _controls(view: RunView) -> list[dict[str, Any]]:
     elements = []
     if view.ready:
-        elements.append(bk.button(":rocket: Run", "run", str(view.id), style="primary"))
+        elements.append(bk.button(view.kind.run_label, "run", str(view.id), style="primary"))
     elements += scheduled_controls(view)
     if view.abortable:
         elements.append(bk.button("Abort", "abort", str(view.id), style="danger"))
