@@ -69,13 +69,13 @@ def _print(text: str) -> None:
     print(text, flush=True)
 
 
-def session_loop(config: Any, args: argparse.Namespace, *, people: Any = None, state: str | None = None,
-                 banner: str | None = None) -> int:
-    """Start a session, run the script or the prompt, and always stop the app and the stand-in."""
+def session_loop(config: Any, args: argparse.Namespace, script: tuple[list[tuple[int, str]] | None, str], *,
+                 people: Any = None, state: str | None = None, banner: str | None = None) -> int:
+    """Start a session, run the script (or the prompt when ``script`` has no lines list), always clean up."""
     from bot.console.repl import LoopThread, run_interactive, run_script, use_color
     from bot.console.session import ConsoleError, ConsoleSession
 
-    lines, source = _lines(args)
+    lines, source = script
     try:
         session = ConsoleSession(config, user=args.user, people=people, state_path=state,
                                  color=lines is None and use_color())
@@ -102,7 +102,7 @@ def session_loop(config: Any, args: argparse.Namespace, *, people: Any = None, s
 
 def run_console(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    return session_loop(config, args, state=args.state)
+    return session_loop(config, args, _lines(args), state=args.state)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -110,6 +110,10 @@ def run_demo(args: argparse.Namespace) -> int:
     from bot.console.demo import DEMO_GROUPS, DEMO_USERS, guide, start_demo, stop_demo
     from bot.console.session import people_for
 
+    script = _lines(args)
+    if script[0] is not None and not script[0]:
+        _print(f"migrabot demo: nothing to run in {script[1]}; run it in a terminal, or give --script FILE")
+        return EXIT_OK
     previous = signal.signal(signal.SIGTERM, _terminate)
     demo = None
     try:
@@ -117,8 +121,7 @@ def run_demo(args: argparse.Namespace) -> int:
         demo = start_demo(Path(args.dir) if args.dir else None, keep=args.keep)
         config = load_config(demo.config_path, environ={})
         people = people_for(config, DEMO_USERS, DEMO_GROUPS)
-        code = session_loop(config, args, people=people, state=str(config.state_path), banner=guide(demo))
-        return code
+        return session_loop(config, args, script, people=people, state=str(config.state_path), banner=guide(demo))
     except KeyboardInterrupt:
         _print("\nmigrabot demo: interrupted")
         return 130

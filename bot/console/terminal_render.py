@@ -90,15 +90,22 @@ class TerminalRenderer:
         Code blocks (```...```) become indented lines behind a bar; *bold* stays (or turns bold with color).
         """
         parts = text.split("```")
+        if len(parts) % 2 == 0:  # an unclosed fence stays text
+            parts[-2:] = ["```".join(parts[-2:])]
         out: list[str] = []
         for i, part in enumerate(parts):
-            if i % 2 == 1 and i < len(parts) - 1:  # inside a fence (an unclosed fence stays text)
+            if i % 2 == 1:
                 body = html.unescape(part).strip("\n")
-                out.append("\n" + "\n".join(CODE_BAR + line for line in body.splitlines()) + "\n")
+                out.append("\n".join(CODE_BAR + line for line in body.splitlines()) or CODE_BAR)
             else:
-                out.append(self._inline(part))
-        joined = "".join(out)
-        return re.sub(r"\n{3,}", "\n\n", joined).strip("\n")
+                # the fences sit on their own lines once rendered: drop the newline next to each fence
+                if i > 0 and part.startswith("\n"):
+                    part = part[1:]
+                if i < len(parts) - 1 and part.endswith("\n"):
+                    part = part[:-1]
+                if part or 0 < i < len(parts) - 1:
+                    out.append(self._inline(part))
+        return "\n".join(out).strip("\n")
 
     def _inline(self, text: str) -> str:
         text = _LINK_RE.sub(lambda m: self._link(m.group(1)), text)
@@ -302,7 +309,9 @@ class TerminalRenderer:
         if msg.ephemeral_to is not None:
             marks.append("(only you)" if msg.ephemeral_to == viewer else f"(only @{self.names.user(msg.ephemeral_to)})")
         head = f"{heading} {tag} {who}" + (" " + " ".join(marks) if marks else "")
-        body = self.blocks(msg.blocks, owner) if msg.blocks else self._text_lines(self.mrkdwn(msg.text))
+        body = self.blocks(msg.blocks or [], owner)  # also drops the numbers of elements that are gone
+        if not msg.blocks:
+            body = self._text_lines(self.mrkdwn(msg.text))
         if msg.reactions:
             shown = [f"{EMOJI.get(name, ':' + name + ':')} {', '.join(self.names.user(u) for u in users)}"
                      for name, users in msg.reactions.items()]
