@@ -182,3 +182,17 @@ def test_verbose_logging_of_the_cli_is_redacted(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "DEBUG asyncpg.fake: connecting to postgresql://u:***@db/x" in result.stderr
     assert "OSError" in result.stderr and SECRET not in result.stderr
+
+
+def test_every_command_the_readme_names_exists():
+    """The README's runbook table only promises commands a user can run."""
+    import argparse
+    import re
+
+    from bot.cli import build_parser
+
+    readme = (ROOT / "README.md").read_text()
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    named = set(re.findall(r"`migrabot ([a-z][a-z-]+)", readme))
+    missing = named - set(sub.choices)
+    assert not missing, f"README.md names commands that do not exist: {sorted(missing)}"
