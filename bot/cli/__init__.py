@@ -115,3 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("migrabot: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: never leak a secret through the traceback
+        if args.verbose:
+            import traceback
+
+            print(redact("".join(traceback.format_exception(exc))), file=sys.stderr)
+        print(redact(f"migrabot: internal error ({type(exc).__name__}: {exc}); "
+                     "run again with -v and report it"), file=sys.stderr)
+        return EXIT_ERROR
