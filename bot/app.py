@@ -41,13 +41,17 @@ def build_app(config: Config, store: Store, *, token: str, signing_secret: str |
               api_url: str | None = None, update_interval: float = 0.3) -> tuple[AsyncApp, Workflow]:
     register_secret(token)
     register_secret(signing_secret)
-    client = AsyncWebClient(token=token, base_url=api_url) if api_url else AsyncWebClient(token=token)
-    app = AsyncApp(client=client, signing_secret=signing_secret,
+    app = AsyncApp(client=_client(token, api_url), signing_secret=signing_secret,
                    request_verification_enabled=signing_secret is not None,
                    process_before_response=False, raise_error_for_unhandled_request=False)
-    wf = Workflow(config, store, SlackOut(client), update_interval=update_interval)
+    # the workflow's own client: it lives on the worker loop, Bolt's on the serving loop
+    wf = Workflow(config, store, SlackOut(_client(token, api_url)), update_interval=update_interval)
     register_all(app, wf)
     return app, wf
+
+
+def _client(token: str, api_url: str | None) -> AsyncWebClient:
+    return AsyncWebClient(token=token, base_url=api_url) if api_url else AsyncWebClient(token=token)
 
 
 def http_application(app: AsyncApp, wf: Workflow, path: str = "/slack/events") -> web.Application:
@@ -71,5 +75,5 @@ async def start_background(wf: Workflow) -> Any:
     """What runs beside the listeners: restart recovery, then the scheduler."""
     from bot import recovery, scheduler
 
-    await recovery.recover(wf)
-    return await scheduler.start(wf)
+    await wf.run(recovery.recover(wf))
+    return await wf.run(scheduler.start(wf))  # its jobs then run on the worker loop too

@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -26,8 +27,18 @@ class SlackOut:
         self.client = client
         self._groups: dict[str, tuple[float, set[str]]] = {}
 
+    def _session(self) -> None:
+        """One HTTP session for every call: slack_sdk opens a new one per request otherwise."""
+        if self.client.session is None or self.client.session.closed:
+            self.client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT))
+
+    async def close(self) -> None:
+        if self.client.session is not None and not self.client.session.closed:
+            await self.client.session.close()
+
     async def _call(self, method: str, **kwargs: Any) -> dict[str, Any] | None:
         kwargs = redact_obj(kwargs)
+        self._session()
         try:
             response = await asyncio.wait_for(
                 self.client.api_call(method, json=kwargs), timeout=SLACK_TIMEOUT)
@@ -69,6 +80,7 @@ class SlackOut:
         return await self._call("views.update", view_id=view_id, view=view) is not None
 
     async def permalink(self, channel: str, ts: str) -> str | None:
+        self._session()
         try:
             response = await asyncio.wait_for(
                 self.client.chat_getPermalink(channel=channel, message_ts=ts), timeout=SLACK_TIMEOUT)
@@ -81,6 +93,7 @@ class SlackOut:
         cached = self._groups.get(group_id)
         if cached and time.monotonic() - cached[0] < GROUP_CACHE_SECONDS:
             return cached[1]
+        self._session()
         try:
             response = await asyncio.wait_for(
                 self.client.usergroups_users_list(usergroup=group_id), timeout=SLACK_TIMEOUT)

@@ -3,6 +3,9 @@
 It owns the configuration, the state store and the Slack sender, keeps track of the
 background work started after an ``ack()``, and re-renders run messages from state
 (coalesced, so a burst of progress events becomes one ``chat.update``).
+
+All of that runs on a :class:`~bot.worker.Worker` loop of its own: listeners on the serving
+loop call :meth:`Workflow.spawn` and return, so acks never queue behind database work.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from bot.config import Config, Environment
 from bot.render.run_message import render_run
 from bot.run_view import RunView, load_run_view
 from bot.slack_out import SlackOut
+from bot.worker import Worker
 from state import audit, runs
 from state.store import Store
 
@@ -33,15 +37,26 @@ class Workflow:
         self._dirty: set[int] = set()
         self._updaters: dict[int, asyncio.Task[Any]] = {}
         self.executing: dict[int, asyncio.Task[Any]] = {}
+        self.worker = Worker()
 
     # --- background work -------------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "work") -> asyncio.Task[Any]:
-        """Run ``coro`` after the ack; its failure is logged, never lost silently."""
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "work") -> asyncio.Task[Any] | None:
+        """Run ``coro`` on the worker loop; its failure is logged, never lost silently.
+
+        Returns the task when called on the worker loop (the caller may keep it), else None.
+        """
+        if not self.worker.here():
+            self.worker.call(self.spawn, coro, name)
+            return None
         task = asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``coro`` on the worker loop and wait for its result, from any loop."""
+        return await self.worker.run(coro)
 
     async def _guard(self, coro: Coroutine[Any, Any, Any], name: str) -> Any:
         try:
@@ -54,6 +69,9 @@ class Workflow:
 
     async def settle(self, timeout: float = 60.0) -> None:
         """Wait until every background task and pending message update has finished."""
+        if not self.worker.here():
+            await self.worker.run(self.settle(timeout))
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -66,9 +84,17 @@ class Workflow:
             await asyncio.wait(pending, timeout=remaining)
 
     async def close(self) -> None:
+        """Cancel what is still running, close the Slack session, stop the worker thread."""
+        if self.worker.loop.is_closed():
+            return
+        if not self.worker.here():
+            await self.worker.run(self.close())
+            self.worker.stop()
+            return
         for task in list(self._tasks) + list(self._updaters.values()):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._updaters.values(), return_exceptions=True)
+        await self.slack.close()
 
     # --- people ------------------------------------------------------------------------------
 
@@ -105,6 +131,9 @@ class Workflow:
 
     def refresh(self, run_id: int) -> None:
         """Ask for the run message to be re-rendered soon (coalesced)."""
+        if not self.worker.here():
+            self.worker.call(self.refresh, run_id)
+            return
         self._dirty.add(run_id)
         task = self._updaters.get(run_id)
         if task is None or task.done():

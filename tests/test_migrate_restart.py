@@ -121,7 +121,7 @@ async def test_killed_during_a_migration_is_examined_and_explained_after_restart
         s2.slack._channel_msgs, s2.slack._by_ts = slack._channel_msgs, slack._by_ts
         from bot.recovery import recover
 
-        assert await recover(s2.wf) == [run["id"]]
+        assert await s2.wf.run(recover(s2.wf)) == [run["id"]]
         await s2.settle()
         text = s2.text_of(s2.slack.message(CHANNEL, msg.ts))
         assert "Interrupted by a restart" in text, text
