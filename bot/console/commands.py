@@ -28,7 +28,7 @@ Act on what the bot posted (numbers in [brackets] are buttons, checkboxes and me
   click N   or just  N        press button N  (or click LABEL: click Approve)
   tick N [N ...]              toggle checkboxes (the whole new selection is sent, as Slack does);
                               tick all  ticks every unticked box of the newest message; tick LABEL
-  pick N OPTION               choose in menu N (option number, value or text)
+  pick N OPTION               choose in menu N (option number, value or text); pick "LABEL" OPTION
   react #N :white_check_mark: / unreact #N :white_check_mark:   (#N or last: the newest message)
   /as bob                     act as someone else (e.g. to approve)
   type TEXT / submit [TEXT]   fill the open modal's text field / submit it;  cancel  closes it
@@ -88,10 +88,11 @@ async def _tick(s: ConsoleSession, rest: str) -> str | None:
 
 
 async def _pick(s: ConsoleSession, rest: str) -> str | None:
-    number, _, option = rest.strip().partition(" ")
-    if not option.strip():
-        raise ConsoleError("say which menu and option: `pick N OPTION`")
-    return await s.pick(_number(number), option.strip().strip("\"'")) or None
+    words = _words(rest)
+    if len(words) < 2:
+        raise ConsoleError('say which menu and option: `pick N OPTION` (or `pick "MENU LABEL" OPTION`)')
+    menu = _number(words[0]) if _is_number(words[0]) else s.find(words[0], ("select",)).number
+    return await s.pick(menu, " ".join(words[1:])) or None
 
 
 async def _react(s: ConsoleSession, rest: str, removed: bool = False) -> str | None:

@@ -209,4 +209,6 @@ Try:
   /migrate prod            needs staging first, 2 approvals, no self-approval, a typed confirmation
   /as bob, click Approve   then  /as carol, react last :white_check_mark:   (approval by reaction)
   /as alice, tick all, click Run, submit prod
+  /rollback staging last   undo the last migration with its down.sql;  /rollback prod  restores a backup (RESTORE)
+  /db report prod          sizes, index usage, connections, long queries
   help                     everything you can type;  quit  stops PostgreSQL{'' if demo.keep else ' and cleans up'}"""

@@ -286,10 +286,11 @@ class TerminalRenderer:
                 for group in element.get("option_groups", []) or []:
                     options += [(str(o.get("value")), self.plain(o.get("text"))) for o in group.get("options", [])]
                 chosen = element.get("initial_option") or {}
-                label = self.plain(chosen.get("text")) if chosen else self.plain(element.get("placeholder")) or "choose"
+                label = self.plain(element.get("placeholder")) if element.get("placeholder") else "choose"
                 target = self._target(seen, owner, "select", element, block_id, label=label, options=options)
+                current = f" = {self.plain(chosen.get('text'))}" if chosen else ""
                 choices = "  ".join(f"{i}) {text}" for i, (_, text) in enumerate(options, 1))
-                lines.append(f"[{target.number}] ▾ {label}: {choices}")
+                lines.append(f"[{target.number}] ▾ {label}{current}: {choices}")
             else:
                 lines.append(self._dim(f"[{kind}]"))
         flush()
