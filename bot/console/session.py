@@ -232,8 +232,16 @@ class ConsoleSession:
         except ConsoleError as exc:
             notes.append(f"✘ {redact(str(exc))}")
             ok = False
+        except Exception as exc:  # a broken request must not end the session; say what happened
+            log.debug("console line %r failed", line, exc_info=True)
+            notes.append(redact(f"✘ could not send that to the bot: {type(exc).__name__}: {exc} "
+                                "(run with -v for details)"))
+            ok = False
         if self.slack is not None:
-            await self.settle()
+            try:
+                await self.settle()
+            except TimeoutError as exc:
+                notes.append(f"⏳ the bot is still working ({exc}); `wait` or `show` later")
         changes, slack_errors = self.render_changes()
         output = "\n".join(x for x in (*([changes] if changes else []), *notes, *slack_errors) if x)
         if not line.strip().lower().startswith("expect "):  # several expects check the same output
