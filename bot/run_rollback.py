@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from actions.db import database_name
 from actions.errors import ActionError
 from bot.render import blocks as bk
 from bot.run_steps import conclude
@@ -47,14 +48,15 @@ async def execute(wf: Workflow, run_id: int, user: str) -> None:
 
     try:
         result = await restore(env.migration_url, env.backup_dir, env.name, target, confirm="RESTORE",
-                               pgbouncer_admin_url=env.pgbouncer_admin_url, requested_by=user,
+                               pgbouncer_admin_url=env.pgbouncer_admin_url,
+                               pgbouncer_database=database_name(env.database_url), requested_by=user,
                                jobs=env.backup_jobs, on_step=on_step)
     except ActionError as exc:
         where = failed_step[-1] if failed_step else "verify backup"
         if where in BEFORE_SWAP:
             state = "the original database is untouched"
         elif where == "swap":
-            state = "the swap was undone, so the original database is back as it was"
+            state = "the swap did not complete; the sentence above says in which state it left the databases"
         else:
             state = f"the restore finished but {where} failed; check the database now"
         conclude(wf, run_id, user, status="failed", result={"target": target},
