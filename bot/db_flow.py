@@ -82,18 +82,35 @@ async def post_blockers(wf: Workflow, env: Environment, actor: Actor) -> str | N
                                                                            blocking_sessions(chains)))
 
 
-async def current_blocker(env: Environment, pid: int) -> tuple[Any, list[int]] | None:
-    """The root-or-not blocker ``pid`` right now and the pids it blocks, or None when it blocks nobody."""
+async def current_blocker(wf: Workflow, env: Environment, pid: int, *, patience: float | None = None,
+                          poll: float = 0.1) -> tuple[Any, list[int]] | None:
+    """Blocker ``pid`` and the pids it blocks, or None when it blocked nobody for ``patience`` seconds.
+
+    A migration that retries with backoff waits for its lock only part of the time, so one look
+    can miss that ``pid`` still blocks it: the default patience covers a retry's whole backoff
+    while a migration runs on ``env``, a couple of seconds otherwise.
+    """
+    import asyncio
+
     from actions.lock_chains import find_blockers
 
-    chains = await find_blockers(env.migration_url, timeout=env.connect_timeout)
-    session, blocked = None, []
-    for chain in chains:
-        for b in chain.blockers:
-            if b.pid == pid:
-                session = b
-                blocked.append(chain.waiting.pid)
-    return (session, blocked) if session is not None else None
+    if patience is None:
+        patience = min(env.retry.max_delay + env.lock_timeout + 1, 40.0) if _migrating(wf, env) else 2.0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while True:
+        chains = await find_blockers(env.migration_url, timeout=env.connect_timeout)
+        blocked = [c.waiting.pid for c in chains for b in c.blockers if b.pid == pid]
+        session = next((b for c in chains for b in c.blockers if b.pid == pid), None)
+        if session is not None:
+            return session, blocked
+        if loop.time() >= deadline:
+            return None
+        await asyncio.sleep(poll)
+
+
+def _migrating(wf: Workflow, env: Environment) -> bool:
+    return any(r["kind"] == "migrate" and r["status"] == "running" for r in runs.open_runs(wf.store, env.name))
 
 
 async def request_terminate(wf: Workflow, env: Environment, pid: int, actor: Actor) -> int | None:
@@ -107,7 +124,7 @@ async def request_terminate(wf: Workflow, env: Environment, pid: int, actor: Act
         await refuse(wf, actor, reason, env=env.name)
         return None
     try:
-        found = await current_blocker(env, pid)
+        found = await current_blocker(wf, env, pid)
     except (ActionError, TimeoutError) as exc:
         await refuse(wf, actor, f"cannot check pid {pid} on {env.name}: {exc or 'timed out'}", env=env.name)
         return None

@@ -31,7 +31,7 @@ async def execute(wf: Workflow, run_id: int, user: str) -> None:
     wf.refresh(run_id)
     status, summary = "failed", ""
     try:
-        found = await current_blocker(env, pid)
+        found = await current_blocker(wf, env, pid)
         if found is None:
             status, summary = "cancelled", (f"pid {pid} no longer blocks anyone: the session is gone or finished its "
                                             "transaction, so nothing was terminated")

@@ -57,6 +57,16 @@ def when_text(iso: str | None, now: datetime | None = None) -> str:
     return f"{at.strftime(fmt)} ({zone}), {rel}"
 
 
+def slack_date(iso: str) -> str:
+    """An absolute time every reader sees in their own time zone (fallback: the configured one).
+
+    >>> slack_date("2026-01-01T22:00:00+00:00")
+    '<!date^1767304800^{date_short_pretty} at {time}|2026-01-01 22:00 (UTC)>'
+    """
+    fallback = when_text(iso).rpartition(",")[0]
+    return f"<!date^{int(datetime.fromisoformat(iso).timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
+
+
 # --- requesting and listing -------------------------------------------------------------------------
 
 

@@ -142,14 +142,14 @@ async def test_a_database_that_cannot_be_reached_answers_the_person_only(make_st
 class Chain:
     """A real lock chain: ``holder`` keeps an ACCESS EXCLUSIVE lock open, ``waiter`` waits for it."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, url: str, mode: str = "ACCESS EXCLUSIVE") -> None:
+        self.url, self.mode = url, mode
 
     async def __aenter__(self) -> Chain:
         self.holder = await asyncpg.connect(self.url, server_settings={"application_name": "holder-app"})
         self.waiter = await asyncpg.connect(self.url)
         await self.holder.execute("CREATE TABLE IF NOT EXISTS t (id int)")
-        await self.holder.execute(f"BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE /* {SECRET} */")
+        await self.holder.execute(f"BEGIN; LOCK TABLE t IN {self.mode} MODE /* {SECRET} */")
         self.waiting = asyncio.ensure_future(self.waiter.fetch("SELECT * FROM t"))
         self.pid = self.holder.get_server_pid()
         return self
@@ -260,9 +260,9 @@ async def test_health_with_a_failing_url_and_pgbouncer_down(make_stack: StackFac
 
             # the scheduled health check posts only when something fails
             before = len(s.slack.messages(CHANNEL))
-            assert await scheduler.watch_health(s.wf, s.config.environment("staging")) is None  # warnings only
+            assert await s.wf.run(scheduler.watch_health(s.wf, s.config.environment("staging"))) is None  # warns only
             assert len(s.slack.messages(CHANNEL)) == before
-            assert await scheduler.watch_health(s.wf, s.config.environment("prod"))
+            assert await s.wf.run(scheduler.watch_health(s.wf, s.config.environment("prod")))
             assert "scheduled health check" in s.text_of(s.slack.messages(CHANNEL)[-1])
         finally:
             running_pgbouncer.start()
@@ -277,3 +277,42 @@ async def test_help_and_usage(make_stack: StackFactory) -> None:
         assert "`/db blockers ENV`" in s.ephemerals_for(ALICE)[0]
         answer = await s.slash(ALICE, "vacuum prod", command="/db")
         assert 'unknown /db action "vacuum"' in answer.body["text"]
+
+
+async def test_terminate_what_blocks_a_running_migration(tmp_path: Path, make_stack: StackFactory) -> None:
+    """The runbook's "Migration Hangs": the running migration holds the environment's lock, Terminate still works."""
+    async with make_stack() as s:
+        write_migrations(tmp_path / "migrations", {"20240101000000_touch": 'ALTER TABLE "t" ADD COLUMN "x" int;'})
+        for old in ("20240101000000_init", "20240102000000_add_display_name"):
+            for f in (tmp_path / "migrations" / old).iterdir():
+                f.unlink()
+            (tmp_path / "migrations" / old).rmdir()
+        # ACCESS SHARE: the backup (pg_dump) may read the table, the ALTER TABLE must wait
+        async with Chain(s.config.environment("staging").database_url, "ACCESS SHARE") as chain:
+            await s.slash(ALICE, "staging")
+            await s.tick_all(ALICE)
+            migration = s.last_run_message()
+            run_id = run_of(s, migration)["id"]
+            await s.driver.click(ALICE, CHANNEL, migration.ts, "run")
+            await wait_for(lambda: "retrying with backoff" in str(
+                [r.text for r in (s.slack.message(CHANNEL, migration.ts) or migration).replies]), timeout=20)
+            # no settle() while the migration runs (it waits for every task): poll the channel instead
+            msg = None
+            for _ in range(300):  # the migration waits for its lock only part of the time (backoff)
+                before = len(s.slack.messages(CHANNEL))
+                await s.driver.slash(ALICE, "/db", "blockers staging", CHANNEL)
+                await wait_for(lambda n=before: len(s.slack.messages(CHANNEL)) > n)
+                if "terminate_blocker" in str(s.slack.messages(CHANNEL)[-1].blocks):
+                    msg = s.slack.messages(CHANNEL)[-1]
+                    break
+                await asyncio.sleep(0.05)
+            assert msg is not None, "the migration was never seen waiting"
+            assert f"blocked by pid {chain.pid}" in s.text_of(msg)
+            await s.driver.click(ALICE, CHANNEL, msg.ts, "terminate_blocker", value=f"staging:{chain.pid}")
+            run_msg = await wait_for(lambda: next((m for m in s.slack.messages(CHANNEL) if "was terminated" in
+                                                   s.text_of(s.slack.message(CHANNEL, m.ts) or m)), None), timeout=60)
+            assert "does not wait for that lock" in s.text_of(s.slack.message(CHANNEL, run_msg.ts) or run_msg)
+            await wait_for(lambda: runs.get(s.store, run_id)["status"] != "running", timeout=30)
+            await s.settle()
+            assert runs.get(s.store, run_id)["status"] == "succeeded"
+        assert s.all_payloads_valid() == []

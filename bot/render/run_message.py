@@ -255,9 +255,9 @@ def terminate_lines(view: RunView) -> list[str]:
 
 def scheduled_lines(view: RunView) -> list[str]:
     """"Scheduled for …", what must be ready by then, and the typed confirmation recorded ahead."""
-    from bot.schedules import when_text
+    from bot.schedules import slack_date
 
-    lines = [f":alarm_clock: *Scheduled for {when_text(view.run['scheduled_for'])}.* It starts then only if the "
+    lines = [f":alarm_clock: *Scheduled for {slack_date(view.run['scheduled_for'])}.* It starts then only if the "
              "checklist and approvals are complete; Abort cancels the schedule."]
     if view.kind.confirm_word(view.env):
         confirmed = view.plan.get("confirmed")
