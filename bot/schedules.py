@@ -109,14 +109,15 @@ def cancel_for_run(wf: Workflow, run_id: int) -> None:
 
 async def list_scheduled(wf: Workflow, actor: Actor) -> None:
     """`/migrate schedule`: pending scheduled runs and the recurring jobs, to the person only."""
+    from bot.run_kinds import KINDS
+
     listed = []
     for row in rows.pending_run_starts(wf.store):
         run = runs.get(wf.store, row["run_id"]) or {}
-        note = ""
         env = wf.config.environment(row["env"])
-        from bot.run_kinds import KINDS
-
-        if env and KINDS.get(run.get("kind", "migrate")) and KINDS[run.get("kind", "migrate")].confirm_word(env):
+        kind = KINDS.get(run.get("kind", "migrate"))
+        note = ""
+        if env is not None and kind is not None and kind.confirm_word(env):
             confirmed = (run.get("plan") or {}).get("confirmed")
             note = (f"; typed confirmation by {bk.user(confirmed['by'])}" if confirmed
                     else "; *typed confirmation still needed* (Confirm now on the run message)")

@@ -172,6 +172,16 @@ async def test_approval_reminder_once_and_recurring_jobs(make_stack: StackFactor
         assert f"<@{BOB}>" in reminder.text and f"<!subteam^{GROUP}>" in reminder.text
         assert "approvals (0/2)" in reminder.text
 
+        # an approval older than approval_expiry stops counting; the sweep re-renders the message to say so
+        await s.click(CAROL, "approve")
+        assert "Approvals* (1/2)" in s.text_of(s.last_run_message())
+        three_hours_ago = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+        s.store.db.execute("UPDATE approvals SET at = ? WHERE run_id = ?", [three_hours_ago, run_id])
+        await s.wf.run(scheduler.sweep(s.wf, since=datetime.now(UTC) - timedelta(hours=2)))
+        await s.settle()
+        text = s.text_of(s.last_run_message())
+        assert "Approvals* (0/2)" in text and f"<@{CAROL}>'s approval expired: approve again" in text
+
         # the daily report goes to the environment's channel
         assert await s.wf.run(scheduler.post_daily_report(s.wf, s.config.environment("prod")))
         assert "Database report: prod" in s.slack.messages(CHANNEL)[-1].text
