@@ -209,11 +209,18 @@ class ConsoleSession:
     async def settle(self) -> None:
         """Wait until the bot finished what the last request started (background work and Slack calls)."""
         assert self.slack is not None
-        for _ in range(3):
+        # Bolt acks events before their listener runs, so work may start after the request returned:
+        # settle in rounds until a round (at least the third) sees no new Slack call
+        rounds = 0
+        while True:
+            seen = len(self.slack.calls)
             await asyncio.sleep(0.02)
             if self.wf is not None:
                 await self.wf.settle(timeout=SETTLE_TIMEOUT)
             await self.slack.wait_idle(quiet=0.05, timeout=SETTLE_TIMEOUT)
+            rounds += 1
+            if rounds >= 3 and len(self.slack.calls) == seen:
+                break
         if self.wf is not None:
             await self.wf.settle(timeout=SETTLE_TIMEOUT)
 
