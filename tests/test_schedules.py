@@ -72,7 +72,7 @@ async def test_a_scheduled_run_fires_at_its_time(make_stack: StackFactory) -> No
         await s.slash(ALICE, "staging in 4s")
         run_id = run_id_of(s)
         text = s.text_of(s.last_run_message())
-        assert "Scheduled for" in text and "(UTC)>." in text and "Abort cancels the schedule" in text
+        assert "Scheduled for" in text and "(UTC)>." in text and "Cancel schedule" in text
         assert runs.get(s.store, run_id)["status"] == "scheduled"  # type: ignore[index]
         await s.tick_all(ALICE)
         assert await wait_status(s, run_id, ("succeeded", "failed")) == "succeeded"

@@ -216,7 +216,8 @@ def _controls(view: RunView) -> list[dict[str, Any]]:
         elements.append(bk.button(view.kind.run_label, "run", str(view.id), style="primary"))
     elements += scheduled_controls(view)
     if view.abortable:
-        elements.append(bk.button("Abort", "abort", str(view.id), style="danger"))
+        label = "Cancel schedule" if view.status == "scheduled" else "Abort"
+        elements.append(bk.button(label, "abort", str(view.id), style="danger"))
     if view.status == "awaiting" and any(c.get("status") == "fail" for c in view.checks.values()):
         elements.append(bk.button("Re-check", "recheck", str(view.id)))
     out = []
@@ -258,7 +259,7 @@ def scheduled_lines(view: RunView) -> list[str]:
     from bot.schedules import slack_date
 
     lines = [f":alarm_clock: *Scheduled for {slack_date(view.run['scheduled_for'])}.* It starts then only if the "
-             "checklist and approvals are complete; Abort cancels the schedule."]
+             "checklist and approvals are complete; Cancel schedule (Abort) ends it."]
     if view.kind.confirm_word(view.env):
         confirmed = view.plan.get("confirmed")
         lines.append(f":keyboard: Typed confirmation recorded by {bk.user(confirmed['by'])}." if confirmed else
