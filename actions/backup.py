@@ -33,6 +33,7 @@ from typing import Any
 from actions import pgtools
 from actions.db import connection
 from actions.errors import ActionError
+from actions.humanize import size
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +151,6 @@ def _free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 def _check_writable(env_dir: Path) -> str | None:
     """None when a file can be written in ``env_dir`` (created if missing), else the problem."""
     try:
@@ -218,12 +211,12 @@ async def _preflight(url: str, backup_dir: Path, env_name: str, *, free_margin: 
         if free < need:
             checks.append(PreflightCheck(
                 "disk_space", False,
-                f"only {_human(free)} free in {env_dir} but the database is {_human(facts.size_bytes)} "
-                f"(needs {_human(need)} with margin {free_margin:g}): free some space (`df -h {env_dir}`, "
+                f"only {size(free)} free in {env_dir} but the database is {size(facts.size_bytes)} "
+                f"(needs {size(need)} with margin {free_margin:g}): free some space (`df -h {env_dir}`, "
                 "prune old backups with `migrabot backups ENV --prune`) or point backup_dir elsewhere"))
         else:
             checks.append(PreflightCheck(
-                "disk_space", True, f"{_human(free)} free, database is {_human(facts.size_bytes)}"))
+                "disk_space", True, f"{size(free)} free, database is {size(facts.size_bytes)}"))
     return checks, facts
 
 

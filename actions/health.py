@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from actions import humanize
 from actions.db import connection
 from actions.errors import ActionError
 from bot.config import Environment
@@ -70,16 +71,6 @@ class HealthReport:
     def to_dict(self) -> dict[str, Any]:
         return {"environment": self.environment, "verdict": self.verdict, "checked_at": self.checked_at.isoformat(),
                 "checks": [c.to_dict() for c in self.checks]}
-
-
-def _human_age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
 
 
 async def check_database(env: Environment, timeout: float = 10.0) -> Check:
@@ -143,14 +134,14 @@ async def check_backup(env: Environment) -> Check:
     details = {"id": newest.id, "age_seconds": round(age), "verified": newest.verified,
                "status": getattr(newest, "status", None)}
     if getattr(newest, "status", "ok") == "failed":
-        return Check("backup", "fail", f"the newest backup {newest.id} failed ({_human_age(age)} ago): take a new "
+        return Check("backup", "fail", f"the newest backup {newest.id} failed ({humanize.age(age)} ago): take a new "
                                        "one and check the backup log", details=details)
     if age > BACKUP_MAX_AGE:
-        return Check("backup", "warn", f"the newest backup {newest.id} is {_human_age(age)} old", details=details)
+        return Check("backup", "warn", f"the newest backup {newest.id} is {humanize.age(age)} old", details=details)
     if not newest.verified:
-        return Check("backup", "warn", f"the newest backup {newest.id} ({_human_age(age)} ago) is not verified: "
+        return Check("backup", "warn", f"the newest backup {newest.id} ({humanize.age(age)} ago) is not verified: "
                                        "run migrabot backup verify", details=details)
-    return Check("backup", "pass", f"newest backup {newest.id}, {_human_age(age)} ago, verified", details=details)
+    return Check("backup", "pass", f"newest backup {newest.id}, {humanize.age(age)} ago, verified", details=details)
 
 
 async def check_health_url(url: str, timeout: float = 10.0) -> Check:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from datetime import timedelta
 
+from actions import humanize
 from bot.cli import EXIT_OK, CliError, add_config_option, add_json_option, emit, environment_from_args, run_async
 
 ALL = "*"
@@ -55,25 +55,6 @@ def _who() -> str:
         return "cli"
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def _age(delta: timedelta) -> str:
-    s = int(delta.total_seconds())
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
-
-
 def run_backup(args: argparse.Namespace) -> int:
     from actions.backup import BackupProgress, take_backup
 
@@ -82,13 +63,13 @@ def run_backup(args: argparse.Namespace) -> int:
     def progress(p: BackupProgress) -> None:
         if not args.json:
             state = "done" if p.done else "dumping"
-            print(f"{state}: {_size(p.bytes_written)} in {p.elapsed:.0f}s", file=sys.stderr)
+            print(f"{state}: {humanize.size(p.bytes_written)} in {p.elapsed:.0f}s", file=sys.stderr)
 
     info = run_async(take_backup(
         env.migration_url, env.backup_dir, env.name, reason=args.reason, requested_by=_who(),
         jobs=env.backup_jobs, free_margin=env.backup_free_margin, on_progress=progress))
     emit(args, info.to_dict(), lambda: (
-        f"backup {info.id} of {env.name}: {_size(info.size_bytes)}, verified, last migration "
+        f"backup {info.id} of {env.name}: {humanize.size(info.size_bytes)}, verified, last migration "
         f"{info.last_migration or 'none'}\n{info.path}"))
     return EXIT_OK
 
@@ -107,7 +88,7 @@ def run_backups(args: argparse.Namespace) -> int:
             lines.append(f"no backups of {env.name} in {env.backup_dir / env.name}")
             return "\n".join(lines)
         rows = [("ID", "AGE", "SIZE", "LAST MIGRATION", "VERIFIED", "KIND")]
-        rows += [(b.id, _age(b.age()), _size(b.size_bytes), b.last_migration or "-",
+        rows += [(b.id, humanize.age(b.age().total_seconds()), humanize.size(b.size_bytes), b.last_migration or "-",
                   "yes" if b.verified else f"no ({b.status})", b.kind) for b in backups]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]

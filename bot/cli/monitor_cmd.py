@@ -11,6 +11,7 @@ import argparse
 import asyncio
 from collections.abc import Sequence
 
+from actions import humanize
 from actions.health import HealthReport, health_check
 from actions.lock_chains import BlockedChain, blocking_sessions, find_blockers, terminate_backend
 from actions.report import Report, monitoring_report
@@ -64,16 +65,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Seque
     return "\n".join([fmt(cells[0]), "  ".join("-" * w for w in widths), *map(fmt, cells[1:])])
 
 
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 def _more(n: int) -> list[str]:
     return [f"(+{n} more)"] if n else []
 
@@ -96,12 +87,12 @@ def render_report(r: Report) -> str:
     out += [f"Connections: {r.connections_database} on {r.database} ({states}; not counting this report), "
             f"{r.connections_total} on the server of max {r.max_connections}", ""]
     if r.long_queries:
-        out += [f"Queries running longer than {human_duration(r.long_query_threshold)}:",
+        out += [f"Queries running longer than {humanize.age(r.long_query_threshold)}:",
                 table(["pid", "user", "app", "state", "duration", "query"],
-                      [[q.pid, q.user, q.application, q.state, human_duration(q.duration), q.query[:80]]
+                      [[q.pid, q.user, q.application, q.state, humanize.age(q.duration), q.query[:80]]
                        for q in r.long_queries], right=[0, 4]), *_more(r.long_queries_more)]
     else:
-        out.append(f"No query running longer than {human_duration(r.long_query_threshold)}.")
+        out.append(f"No query running longer than {humanize.age(r.long_query_threshold)}.")
     return "\n".join(out)
 
 
@@ -118,14 +109,14 @@ def render_blockers(chains: list[BlockedChain]) -> str:
     out = [f"{len(chains)} session(s) waiting on a lock:"]
     for c in chains:
         w = c.waiting
-        out.append(f"- pid {w.pid} ({w.application or 'no app'}, user {w.user}) waits {human_duration(w.query_age)} "
+        out.append(f"- pid {w.pid} ({w.application or 'no app'}, user {w.user}) waits {humanize.age(w.query_age)} "
                    f"on {w.wait_event or 'a lock'}: {w.query}")
         for b in c.blockers:
             out.append(f"    blocked by {b.describe()}")
     roots = blocking_sessions(chains)
     out += ["", "Root blockers (terminate with: migrabot blockers ENV --terminate PID):",
             table(["pid", "user", "app", "state", "xact age", "query"],
-                  [[s.pid, s.user, s.application, s.state, human_duration(s.xact_age), s.query[:80]] for s in roots],
+                  [[s.pid, s.user, s.application, s.state, humanize.age(s.xact_age), s.query[:80]] for s in roots],
                   right=[0, 4])]
     return "\n".join(out)
 

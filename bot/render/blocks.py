@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actions.humanize import age, duration, size  # noqa: F401  (bk.size, bk.duration, bk.age)
 from bot.redact import redact
 
 SECTION_TEXT_LIMIT = 3000
@@ -133,9 +134,11 @@ def text_input(block_id: str, action_id: str, label: str, *, placeholder: str | 
 
 
 def modal(callback_id: str, title: str, blocks: list[Block], *, submit: str | None = "Submit",
-          close: str = "Cancel", private_metadata: str = "") -> Block:
+          close: str = "Cancel", private_metadata: str = "", notify_on_close: bool = False) -> Block:
     view: Block = {"type": "modal", "callback_id": callback_id, "title": plain(title, 24),
                    "close": plain(close, 24), "blocks": blocks[:100], "private_metadata": private_metadata}
+    if notify_on_close:
+        view["notify_on_close"] = True
     if submit:
         view["submit"] = plain(submit, 24)
     return view
@@ -156,34 +159,3 @@ def user(user_id: str) -> str:
     if user_id.startswith(("U", "W")):
         return f"<@{user_id}>"
     return user_id
-
-
-def duration(seconds: float | None) -> str:
-    """
-    >>> duration(0.25), duration(75), duration(3725)
-    ('250 ms', '1m 15s', '1h 2m')
-    """
-    if seconds is None:
-        return ""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m {int(seconds % 60)}s"
-    return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60)}m"
-
-
-def size(num_bytes: float | None) -> str:
-    """
-    >>> size(1536), size(5 * 1024 ** 3)
-    ('1.5 kB', '5.0 GB')
-    """
-    if num_bytes is None:
-        return "?"
-    value = float(num_bytes)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
