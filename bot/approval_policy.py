@@ -65,9 +65,9 @@ def may_request(env: Environment, user: str, members: set[str] | None = None) ->
     return None
 
 
-def may_operate(env: Environment, user: str, *, requested_by: str) -> str | None:
-    """Ticking the checklist, pressing Run or Abort: the requester, operators and approvers."""
-    if not env.operators or user == requested_by or user in env.operators or user in env.approvers:
+def may_operate(env: Environment, user: str, *, requested_by: str, members: set[str] | None = None) -> str | None:
+    """Ticking the checklist, pressing Run or Abort: the requester, operators and approvers (``members``)."""
+    if not env.operators or user == requested_by or user in env.operators or user in (members or set()):
         return None
     return f"you are not an operator of {env.name} (see `operators` in the configuration)"
 

@@ -331,6 +331,24 @@ def _str_list(value: Any, path: str, ctx: _Ctx) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value if v.strip())
 
 
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_SLACK_GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
+
+
+def _slack_ids(value: Any, path: str, ctx: _Ctx, *, groups: bool) -> tuple[str, ...] | None:
+    """Slack user ids (``U…``/``W…``) and, where ``groups``, user-group ids (``S…``)."""
+    ids = _str_list(value, path, ctx)
+    if ids is None:
+        return None
+    for i, item in enumerate(ids):
+        if _SLACK_USER.match(item) or (groups and _SLACK_GROUP.match(item)):
+            continue
+        what = "a Slack user id (U…) or user-group id (S…)" if groups else "a Slack user id (U…)"
+        ctx.problem(f"{path}[{i}]", f'expected {what}, got "{item}"; a profile\'s "Copy member ID" gives a '
+                    "user id, a user group's page URL ends in its id")
+    return ids
+
+
 def _pg_url(value: Any, path: str, ctx: _Ctx) -> str | None:
     url = _str(value, path, ctx)
     if url is None:
@@ -406,13 +424,13 @@ _ENV_KEYS: dict[str, Parser] = {
     "migrations_dir": _path,
     "backup_dir": _path,
     "channel": _str,
-    "approvers": _str_list,
+    "approvers": lambda v, p, c: _slack_ids(v, p, c, groups=True),
     "required_approvals": _int,
     "allow_self_approval": _bool,
     "confirm_by_typing": _bool,
     "requires": _str_list,
-    "requesters": _str_list,
-    "operators": _str_list,
+    "requesters": lambda v, p, c: _slack_ids(v, p, c, groups=False),
+    "operators": lambda v, p, c: _slack_ids(v, p, c, groups=False),
     "health_url": _http_url,
     "pgbouncer_admin_url": _pg_url,
     "lock_timeout": _duration,

@@ -146,7 +146,8 @@ async def tick(wf: Workflow, run_id: int, actor: Actor, selected: list[str]) -> 
         wf.refresh(run_id) if run else None
         return
     env = wf.env(run["env"])
-    reason = approval_policy.may_operate(env, actor.user, requested_by=run["requested_by"])
+    reason = approval_policy.may_operate(env, actor.user, requested_by=run["requested_by"],
+                                           members=await wf.members(env))
     if reason:
         await refuse(wf, actor, reason, run=run)
         wf.refresh(run_id)  # puts the boxes back as they were

@@ -91,7 +91,8 @@ async def choose_backup(wf: Workflow, run_id: int, actor: Actor, backup_id: str)
         await refuse(wf, actor, "this rollback is no longer open", run=run)
         return
     env = wf.env(run["env"])
-    reason = approval_policy.may_operate(env, actor.user, requested_by=run["requested_by"])
+    reason = approval_policy.may_operate(env, actor.user, requested_by=run["requested_by"],
+                                           members=await wf.members(env))
     if reason:
         await refuse(wf, actor, reason, run=run)
         wf.refresh(run_id)
