@@ -54,7 +54,8 @@ async def press_run(wf: Workflow, run_id: int, actor: Actor) -> None:
     if view is None:
         await refuse(wf, actor, f"run #{run_id} does not exist")
         return
-    reason = approval_policy.may_operate(view.env, actor.user, requested_by=view.run["requested_by"])
+    reason = approval_policy.may_operate(view.env, actor.user, requested_by=view.run["requested_by"],
+                                           members=await wf.members(view.env))
     if reason:
         await refuse(wf, actor, reason, run=view.run)
         return
@@ -136,7 +137,8 @@ async def abort(wf: Workflow, run_id: int, actor: Actor) -> None:
     if view is None:
         await refuse(wf, actor, f"run #{run_id} does not exist")
         return
-    reason = approval_policy.may_operate(view.env, actor.user, requested_by=view.run["requested_by"])
+    reason = approval_policy.may_operate(view.env, actor.user, requested_by=view.run["requested_by"],
+                                           members=await wf.members(view.env))
     if reason:
         await refuse(wf, actor, reason, run=view.run)
         return
@@ -161,3 +163,13 @@ async def abort(wf: Workflow, run_id: int, actor: Actor) -> None:
     await refuse(wf, actor, f"run #{run_id} already ended ({view.status})", run=view.run)
 
 
+async def cancel(wf: Workflow, run_id: int, actor: Actor) -> None:
+    """The confirmation modal of a restore was cancelled: that rollback ends, nothing done."""
+    run = runs.get(wf.store, run_id)
+    if run is None or run["kind"] != "rollback":
+        return
+    if runs.transition(wf.store, run_id, ["awaiting"], "cancelled",
+                       error=f"cancelled by <@{actor.user}> at the RESTORE prompt; nothing was changed"):
+        locks.release(wf.store, run["env"], run_id)
+        wf.audit(actor.user, "cancel", run=run, detail="restore confirmation cancelled")
+        wf.refresh(run_id)

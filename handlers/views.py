@@ -10,6 +10,7 @@ from bot.actor import Actor
 from bot.render.messages import CONFIRM_ACTION, CONFIRM_BLOCK
 from bot.workflow import Workflow
 from handlers.common import first_time
+from state import runs
 
 
 def typed_value(view: dict[str, Any]) -> str | None:
@@ -29,8 +30,20 @@ def register(app: Any, wf: Workflow) -> None:
         if error:
             await ack(response_action="errors", errors={CONFIRM_BLOCK: error})
             return
-        if first_time(wf, "view", view.get("id", ""), "submitted"):
-            run = wf.store.db["runs"].get(run_id)
+        run = runs.get(wf.store, run_id)
+        if run is not None and first_time(wf, "view", view.get("id", ""), "submitted"):
             actor = Actor(user=body["user"]["id"], channel=run["channel"])
             wf.spawn(controls.start(wf, run_id, actor), f"start-{run_id}")
         await ack()
+
+    @app.view_closed("confirm_run")
+    async def confirm_closed(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        await ack()
+        try:
+            run_id = int(json.loads(view.get("private_metadata") or "{}")["run_id"])
+        except (ValueError, KeyError, TypeError):
+            return
+        run = runs.get(wf.store, run_id)
+        if run is not None and first_time(wf, "view", view.get("id", ""), "closed"):
+            wf.spawn(controls.cancel(wf, run_id, Actor(user=body["user"]["id"], channel=run["channel"])),
+                     f"cancel-{run_id}")

@@ -192,3 +192,25 @@ async def test_restart_with_an_open_run_keeps_its_message_working(make_stack: St
         await s2.tick_all(ALICE, msg)
         await s2.click(ALICE, "run", s2.slack.message(CHANNEL, msg.ts))
         assert "Succeeded" in s2.text_of(s2.slack.message(CHANNEL, msg.ts))
+
+
+async def test_no_password_reaches_slack(tmp_path: Path, pg_server: pgserver.Server, database: str,
+                                         prod_database: str) -> None:  # noqa: F811
+    password = "Sup3rS3cretPw"
+    def with_password(url: str) -> str:
+        return url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
+
+    write_migrations(tmp_path / "migrations", FAILING)
+    config = make_config(tmp_path, with_password(pg_server.url_for(database)),
+                         with_password(pg_server.url_for(prod_database)).replace(":5432/", ":1/"))
+    async with bot_stack(config) as s:
+        await s.slash(ALICE, "staging")
+        await s.tick_all(ALICE)
+        await s.click(ALICE, "run")  # fails: logs, incident
+        await s.slash(ALICE, "status prod")  # cannot connect: the refusal names host and port
+        await s.slash(ALICE, "plan staging")
+        assert "FAILED" in s.text_of(s.run_messages()[0])
+        assert any("connection refused" in t for t in s.ephemerals_for(ALICE))
+        everything = json.dumps([c.args for c in s.slack.calls])
+        assert password not in everything
+        assert s.all_payloads_valid() == []

@@ -243,3 +243,20 @@ async def test_double_submit_and_retried_request_restore_once(stack: BotStack) -
     assert [e["action"] for e in audit.entries(stack.store, run_id=run_id)].count("run") == 1
     env = stack.config.environment("staging")
     assert len([b for b in list_backups(env.backup_dir, "staging") if b.kind == "pre-restore"]) == 1
+
+
+async def test_cancel_at_the_restore_prompt_ends_the_rollback_with_nothing_done(stack: BotStack) -> None:
+    await migrate(stack)
+    chosen = await backup_now(stack, "staging")
+    await stack.slash(ALICE, "staging", command="/rollback")
+    await choose(stack, ALICE, chosen)
+    await stack.click(ALICE, "run")
+    (view,) = stack.slack.open_views(ALICE)
+    await stack.driver.close_view(ALICE, view.id)
+    await stack.settle()
+    text = stack.text_of(stack.last_run_message())
+    assert "Cancelled" in text and "nothing was changed" in text
+    env = stack.config.environment("staging")
+    assert [b for b in list_backups(env.backup_dir, "staging") if b.kind == "pre-restore"] == []
+    await stack.slash(BOB, "staging", command="/rollback")  # the lock is free again
+    assert len([m for m in stack.run_messages() if "Rollback (restore" in stack.text_of(m)]) == 2

@@ -132,8 +132,10 @@ def confirm_modal(run_id: int, env: str, what: str, expected: str) -> dict[str, 
         bk.text_input(CONFIRM_BLOCK, CONFIRM_ACTION, f"Type {expected}", placeholder=expected,
                       max_length=max(len(expected) + 20, 40)),
     ]
+    # Cancel on a restore ends that rollback (the runbook's prompt: anything but RESTORE aborts)
     return bk.modal("confirm_run", "Confirm", blocks, submit="Confirm",
-                    private_metadata=json.dumps({"run_id": run_id, "expected": expected}))
+                    private_metadata=json.dumps({"run_id": run_id, "expected": expected}),
+                    notify_on_close=expected == "RESTORE")
 
 
 def progress_detail(text: str) -> tuple[str, Blocks]:
