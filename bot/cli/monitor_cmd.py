@@ -127,7 +127,7 @@ def render_blockers(chains: list[BlockedChain]) -> str:
 def run_report(args: argparse.Namespace) -> int:
     _, env = environment_from_args(args)
     threshold = args.threshold if args.threshold is not None else env.long_query_threshold
-    report = asyncio.run(monitoring_report(env.database_url, long_query_threshold=threshold, limit=args.limit,
+    report = asyncio.run(monitoring_report(env.migration_url, long_query_threshold=threshold, limit=args.limit,
                                            timeout=env.connect_timeout))
     emit(args, report.to_dict(), lambda: render_report(report))
     return EXIT_OK
@@ -143,11 +143,11 @@ def run_health(args: argparse.Namespace) -> int:
 def run_blockers(args: argparse.Namespace) -> int:
     _, env = environment_from_args(args)
     if args.terminate is not None:
-        ok = asyncio.run(terminate_backend(env.database_url, args.terminate, timeout=env.connect_timeout))
+        ok = asyncio.run(terminate_backend(env.migration_url, args.terminate, timeout=env.connect_timeout))
         text = f"pid {args.terminate} terminated." if ok else f"pid {args.terminate} is still running."
         emit(args, {"pid": args.terminate, "terminated": ok}, text)
         return EXIT_OK if ok else EXIT_NO
-    chains = asyncio.run(find_blockers(env.database_url, timeout=env.connect_timeout))
+    chains = asyncio.run(find_blockers(env.migration_url, timeout=env.connect_timeout))
     data = {"blocked": [c.to_dict() for c in chains],
             "root_blockers": [vars(s) for s in blocking_sessions(chains)]}
     emit(args, data, lambda: render_blockers(chains))

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import logging
 import signal
+from typing import Any
 
-from bot.cli import EXIT_ERROR, CliError, add_config_option, config_from_args
+from bot.cli import EXIT_OK, CliError, add_config_option, config_from_args
+from bot.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,11 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(_serve(config, token, secret, app_token, args))
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port") from None
-    return EXIT_ERROR
+    return EXIT_OK  # stopped by SIGINT/SIGTERM
 
 
-async def _serve(config, token: str, secret: str | None, app_token: str | None, args: argparse.Namespace) -> None:
+async def _serve(config: Config, token: str, secret: str | None, app_token: str | None,
+                 args: argparse.Namespace) -> None:
     import os
 
     from aiohttp import web
@@ -75,6 +78,10 @@ async def _serve(config, token: str, secret: str | None, app_token: str | None, 
         print("migrabot: connected to Slack in Socket Mode", flush=True)
         await stop.wait()
         await handler.close_async()
-    scheduler.shutdown(wait=False)
+    await wf.run(_shutdown(scheduler))  # the scheduler lives on the worker loop
     await wf.close()
     store.close()
+
+
+async def _shutdown(scheduler: Any) -> None:
+    scheduler.shutdown(wait=False)

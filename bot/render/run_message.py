@@ -25,7 +25,7 @@ def render_run(view: RunView) -> tuple[str, list[dict[str, Any]]]:
     """(fallback text, blocks) of a run message."""
     run = view.run
     title = f"{KINDS[run['kind']].title}: {view.env.name}"
-    text = f"{title} requested by <@{run['requested_by']}> — {RUN_STATUS.get(view.status, view.status)}"
+    text = f"{title} requested by <@{run['requested_by']}> — {status_text(view)}"
     out: list[dict[str, Any]] = [bk.header(title)]
     out += _summary(view)
     if view.kind.checklist and (view.status in ("awaiting", "scheduled") or view.run.get("checks")):
@@ -35,8 +35,17 @@ def render_run(view: RunView) -> tuple[str, list[dict[str, Any]]]:
     out += _progress(view)
     out += _result(view)
     out += _controls(view)
-    out.append(bk.context(f"Run #{view.id} · {view.env.name} · status: {RUN_STATUS.get(view.status, view.status)}"))
+    out.append(bk.context(f"Run #{view.id} · {view.env.name} · status: {status_text(view)}"))
     return text, bk.fit_blocks(out)
+
+
+def status_text(view: RunView) -> str:
+    """The run's status in words; what "awaiting" waits for depends on the kind of run."""
+    if view.status == "awaiting" and not view.kind.checklist:
+        if not view.target_chosen:
+            return "waiting for a backup to be chosen"
+        return "waiting for approvals" if view.approval.needed else "ready"
+    return RUN_STATUS.get(view.status, view.status)
 
 
 def _summary(view: RunView) -> list[dict[str, Any]]:
