@@ -103,7 +103,8 @@ async def backup_check(env: Environment) -> dict[str, str]:
     failed = [c for c in checks if not c.ok]
     if failed:
         return result("fail", "; ".join(c.message for c in failed))
-    return result("pass", "backup pre-flight passed (" + "; ".join(c.message for c in checks) + ")")
+    passed = ", ".join(c.name.replace("_", " ") for c in checks if not c.skipped)
+    return result("pass", f"backup pre-flight passed ({passed})")
 
 
 def downtime_check(plan: dict[str, Any]) -> dict[str, str]:

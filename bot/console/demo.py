@@ -128,7 +128,7 @@ path = "state.sqlite3"
 [environments.staging]
 database_url = {_toml_str(urls["staging"])}
 migrations_dir = "migrations"
-backup_dir = "backups/staging"
+backup_dir = "backups"
 channel = "{CHANNEL}"
 lock_timeout = "1s"
 
@@ -136,7 +136,7 @@ lock_timeout = "1s"
 aliases = ["production"]
 database_url = {_toml_str(urls["prod"])}
 migrations_dir = "migrations"
-backup_dir = "backups/prod"
+backup_dir = "backups"
 channel = "{CHANNEL}"
 requires = ["staging"]                 # the same migrations must have run on staging first
 approvers = ["U0BOB", "S0DBADMINS"]    # bob, and the user group @db-admins (carol, dave)

@@ -41,6 +41,8 @@ def render_run(view: RunView) -> tuple[str, list[dict[str, Any]]]:
 
 def status_text(view: RunView) -> str:
     """The run's status in words; what "awaiting" waits for depends on the kind of run."""
+    if view.ready:
+        return "ready to run"
     if view.status == "awaiting" and not view.kind.checklist:
         if not view.target_chosen:
             return "waiting for a backup to be chosen"
