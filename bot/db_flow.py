@@ -17,17 +17,12 @@ from typing import Any
 from actions.errors import ActionError
 from bot import approval_policy
 from bot.actor import Actor, refuse, tell
-from bot.commands import DB_USAGE
 from bot.config import Environment
 from bot.render import messages, reports
 from bot.workflow import Workflow
 from state import locks, runs
 
 log = logging.getLogger(__name__)
-
-
-async def show_help(wf: Workflow, actor: Actor) -> None:
-    await tell(wf, actor, messages.usage(DB_USAGE))
 
 
 async def _post(wf: Workflow, actor: Actor, env: Environment, what: str, text_blocks: tuple[str, list[Any]],

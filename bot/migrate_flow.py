@@ -14,7 +14,6 @@ from typing import Any
 from actions.errors import ActionError
 from bot import approval_policy, checklist
 from bot.actor import Actor, refuse, tell
-from bot.commands import MIGRATE_USAGE
 from bot.config import Environment
 from bot.render import messages
 from bot.workflow import Workflow
@@ -199,10 +198,6 @@ async def show_plan(wf: Workflow, env: Environment, actor: Actor) -> None:
 
 async def show_history(wf: Workflow, env: Environment, actor: Actor) -> None:
     await tell(wf, actor, messages.history_message(env.name, runs.history(wf.store, env.name)))
-
-
-async def show_help(wf: Workflow, actor: Actor) -> None:
-    await tell(wf, actor, messages.usage(MIGRATE_USAGE))
 
 
 async def fix_forward(wf: Workflow, run_id: int, actor: Actor) -> None:

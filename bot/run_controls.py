@@ -48,16 +48,24 @@ async def withdraw(wf: Workflow, run_id: int, actor: Actor, decision: str) -> No
         wf.refresh(run_id)
 
 
-async def press_run(wf: Workflow, run_id: int, actor: Actor) -> None:
-    """The Run button: typed confirmation where configured, else start."""
+async def operable(wf: Workflow, run_id: int, actor: Actor) -> RunView | None:
+    """The run, if it exists and ``actor`` may operate it; else a refusal and None."""
     view = await wf.view(run_id)
     if view is None:
         await refuse(wf, actor, f"run #{run_id} does not exist")
-        return
+        return None
     reason = approval_policy.may_operate(view.env, actor.user, requested_by=view.run["requested_by"],
-                                           members=await wf.members(view.env))
+                                         members=await wf.members(view.env))
     if reason:
         await refuse(wf, actor, reason, run=view.run)
+        return None
+    return view
+
+
+async def press_run(wf: Workflow, run_id: int, actor: Actor) -> None:
+    """The Run button: typed confirmation where configured, else start."""
+    view = await operable(wf, run_id, actor)
+    if view is None:
         return
     if view.status == "scheduled":  # it starts at its time; this records the typed confirmation ahead
         from bot import schedules
@@ -133,14 +141,8 @@ async def start(wf: Workflow, run_id: int, actor: Actor) -> bool:
 
 
 async def abort(wf: Workflow, run_id: int, actor: Actor) -> None:
-    view = await wf.view(run_id)
+    view = await operable(wf, run_id, actor)
     if view is None:
-        await refuse(wf, actor, f"run #{run_id} does not exist")
-        return
-    reason = approval_policy.may_operate(view.env, actor.user, requested_by=view.run["requested_by"],
-                                           members=await wf.members(view.env))
-    if reason:
-        await refuse(wf, actor, reason, run=view.run)
         return
     if view.status in ("awaiting", "scheduled"):
         if runs.transition(wf.store, run_id, ["awaiting", "scheduled"], "aborted",
@@ -151,6 +153,10 @@ async def abort(wf: Workflow, run_id: int, actor: Actor) -> None:
 
             schedules.cancel_for_run(wf, run_id)
         wf.refresh(run_id)
+        return
+    if view.status == "running" and view.run["kind"] != "migrate":
+        await refuse(wf, actor, f"a {view.kind.title.lower()} cannot be stopped half-way; it finishes on its own "
+                                "and says what it did", run=view.run)
         return
     if view.status == "running":
         runs.update(wf.store, run_id, abort_requested=1)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bot.actor import Actor
+from bot.commands import USAGE, Command, UsageError, environments_hint, parse
 from bot.render import messages
 from bot.workflow import Workflow
 from state import dedup
+
+Work = Callable[[Workflow, Command, Actor], Coroutine[Any, Any, Any]]
 
 
 def actor_from_command(command: dict[str, Any]) -> Actor:
@@ -46,3 +50,26 @@ def run_id_of(body: dict[str, Any]) -> int | None:
 async def answer_usage(ack: Any, usage_text: str, problem: str | None = None) -> None:
     text, blocks = messages.usage(usage_text, problem)
     await ack(response_type="ephemeral", text=text, blocks=blocks)
+
+
+def register_slash(app: Any, wf: Workflow, name: str, runners: dict[str, Work]) -> None:
+    """One slash command: bad input and `help` are answered in the ack itself (only the person
+    sees it, nothing else happens); every real request is handed to its runner, once."""
+
+    async def listener(ack: Any, command: dict[str, Any]) -> None:
+        usage = USAGE[name] + f"\nEnvironments: {environments_hint(wf.config)}"
+        try:
+            cmd = parse(name, command.get("text", ""), wf.config)
+        except UsageError as exc:
+            await answer_usage(ack, usage, str(exc))
+            return
+        if cmd.action == "help":
+            await answer_usage(ack, usage)
+            return
+        if first_time(wf, "command", command.get("trigger_id", "")):
+            # spawned before the ack, so the work is already tracked when Slack hears back
+            wf.spawn(runners[cmd.action](wf, cmd, actor_from_command(command)), f"{name[1:]}-{cmd.action}")
+        await ack()
+
+    listener.__name__ = f"on_{name[1:]}_command"
+    app.command(name)(listener)

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bot import db_flow as flow
-from bot.actor import Actor
-from bot.commands import DB_USAGE, Command, UsageError, environments_hint, parse
 from bot.workflow import Workflow
-from handlers.common import action_key, actor_from_action, actor_from_command, answer_usage, first_time
-
-Work = Callable[[Workflow, Command, Actor], Coroutine[Any, Any, Any]]
+from handlers.common import Work, action_key, actor_from_action, first_time, register_slash
 
 RUNNERS: dict[str, Work] = {
-    "help": lambda wf, cmd, actor: flow.show_help(wf, actor),
     "report": lambda wf, cmd, actor: flow.post_report(wf, wf.env(cmd.env), actor),
     "health": lambda wf, cmd, actor: flow.post_health(wf, wf.env(cmd.env), actor),
     "blockers": lambda wf, cmd, actor: flow.post_blockers(wf, wf.env(cmd.env), actor),
@@ -32,16 +26,7 @@ def terminate_target(value: str | None) -> tuple[str, int] | None:
 
 
 def register(app: Any, wf: Workflow) -> None:
-    @app.command("/db")
-    async def db_command(ack: Any, command: dict[str, Any]) -> None:
-        try:
-            cmd = parse("/db", command.get("text", ""), wf.config)
-        except UsageError as exc:
-            await answer_usage(ack, DB_USAGE + f"\nEnvironments: {environments_hint(wf.config)}", str(exc))
-            return
-        if first_time(wf, "command", command.get("trigger_id", "")):
-            wf.spawn(RUNNERS[cmd.action](wf, cmd, actor_from_command(command)), f"db-{cmd.action}")
-        await ack()
+    register_slash(app, wf, "/db", RUNNERS)
 
     @app.action("terminate_blocker")
     async def on_terminate(ack: Any, body: dict[str, Any]) -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -58,17 +57,32 @@ def test_every_slash_command_has_a_description_and_usage_hint(manifest):
         assert word in commands["/db"]["usage_hint"]
 
 
+class _RecordingApp:
+    """Stands in for Bolt's AsyncApp while the handlers register: records the slash commands."""
+
+    def __init__(self) -> None:
+        self.commands: set[str] = set()
+
+    def command(self, name: str) -> Any:
+        self.commands.add(name)
+        return lambda listener: listener
+
+    def __getattr__(self, _name: str) -> Any:  # action, view, view_closed, event
+        return lambda *args, **kwargs: (lambda listener: listener)
+
+
 def _commands_registered_in_code() -> set[str]:
-    """Slash commands the code listens to: ``app.command("/x")`` anywhere in the packages."""
-    found: set[str] = set()
-    pattern = re.compile(r"""\.command\(\s*(?:re\.compile\()?\s*r?["'](/[a-z0-9_-]+)["']""")
-    for package in ("handlers", "bot"):
-        for path in Path(ROOT, package).rglob("*.py"):
-            found |= set(pattern.findall(path.read_text(encoding="utf-8")))
-    return found
+    """Slash commands the handlers really register on the app."""
+    from handlers import register_all
+
+    app = _RecordingApp()
+    register_all(app, wf=None)
+    return app.commands
 
 
 def test_every_command_the_bot_handles_is_declared(manifest):
     declared = {c["command"] for c in manifest["features"]["slash_commands"]}
-    undeclared = _commands_registered_in_code() - declared
+    registered = _commands_registered_in_code()
+    assert registered >= {"/migrate", "/rollback", "/db"}
+    undeclared = registered - declared
     assert not undeclared, f"handled in code but not declared in app_manifest.yml: {sorted(undeclared)}"
