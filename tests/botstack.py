@@ -8,13 +8,16 @@ with real request signing; staging and prod are real PostgreSQL databases.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import textwrap
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from bot.app import build_app, http_application
@@ -182,3 +185,33 @@ async def bot_stack(config: Config, *, store_path: Path | None = None) -> AsyncI
         await runner.cleanup()
         await slack.stop()
         store.close()
+
+
+StackFactory = Callable[..., AbstractAsyncContextManager[BotStack]]
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll ``predicate`` (sync or async) until it returns something true; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def applied(url: str) -> list[str]:
+    """Names of the migrations ``_prisma_migrations`` records as applied, in name order."""
+    conn = await asyncpg.connect(url)
+    try:
+        if not await conn.fetchval("SELECT to_regclass('_prisma_migrations') IS NOT NULL"):
+            return []
+        rows = await conn.fetch("SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL "
+                                "AND rolled_back_at IS NULL ORDER BY migration_name")
+        return [r[0] for r in rows]
+    finally:
+        await conn.close()

@@ -6,7 +6,9 @@ import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 
 from tests import pgserver
@@ -56,3 +58,41 @@ def shared_path(*parts: str) -> Path:
 def umami_migrations() -> Path:
     """The real Prisma migrations folder of Umami (19 migrations)."""
     return shared_path("corpus", "umami", "migrations")
+
+
+@pytest.fixture
+def prod_database(pg_server: pgserver.Server, database: str) -> str:
+    """A second fresh database for "prod", named after the first so the same cleanup drops it."""
+    name = f"{database}_prod"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(pg_server.admin_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return name
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, pg_server: pgserver.Server, database: str, prod_database: str) -> Any:
+    """A factory for the whole bot over real HTTP (tests/botstack.py) on staging and prod databases.
+
+    ``make_stack(migrations=None, files=None, staging_url=None, **prod_config)``: ``migrations``
+    maps folder names to SQL (default: botstack.MIGRATIONS), ``files`` adds files by relative
+    path (a ``down.sql``), ``prod_config`` adds keys to prod's configuration table.
+    """
+    from tests.botstack import bot_stack, make_config, write_migrations
+
+    def factory(migrations: dict[str, str] | None = None, *, files: dict[str, str] | None = None,
+                staging_url: str | None = None, **prod_extra: Any) -> Any:
+        folder = write_migrations(tmp_path / "migrations", migrations)
+        for relative, text in (files or {}).items():
+            (folder / relative).write_text(text)
+        config = make_config(tmp_path, staging_url or pg_server.url_for(database),
+                             pg_server.url_for(prod_database), **prod_extra)
+        return bot_stack(config)
+
+    return factory

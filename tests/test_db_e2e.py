@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,37 +18,24 @@ from bot.blockkit_check import check_message
 from bot.local_slack import Message
 from bot.render import reports
 from state import runs
-from tests import pgserver
-from tests.botstack import ALICE, BOB, CAROL, CHANNEL, DAVE, BotStack, bot_stack, make_config, write_migrations
-from tests.test_migrate_e2e import prod_database  # noqa: F401  (fixture)
+from tests.botstack import (
+    ALICE,
+    BOB,
+    CAROL,
+    CHANNEL,
+    DAVE,
+    BotStack,
+    StackFactory,
+    wait_for,
+    write_migrations,
+)
 
 if TYPE_CHECKING:
     from tests.pgbouncer_fixture import PgBouncer
 
 pytest_plugins = ["tests.pgbouncer_fixture"]
 
-StackFactory = Callable[..., AbstractAsyncContextManager[BotStack]]
 SECRET = "hunter2-secret"
-
-
-@pytest.fixture
-def make_stack(tmp_path: Path, pg_server: pgserver.Server, database: str, prod_database: str,  # noqa: F811
-               ) -> StackFactory:
-    def factory(staging_url: str | None = None, **prod_extra: Any) -> AbstractAsyncContextManager[BotStack]:
-        write_migrations(tmp_path / "migrations")
-        config = make_config(tmp_path, staging_url or pg_server.url_for(database),
-                             pg_server.url_for(prod_database), **prod_extra)
-        return bot_stack(config)
-    return factory
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
-    return value
 
 
 def posted(s: BotStack, needle: str) -> Message:

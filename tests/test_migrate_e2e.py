@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from tests import pgserver
-from tests.botstack import ALICE, BOB, CAROL, CHANNEL, DAVE, BotStack, bot_stack, make_config, write_migrations
+from tests.botstack import ALICE, BOB, CAROL, CHANNEL, DAVE, BotStack, StackFactory, applied
 
 
 @pytest.fixture
-def prod_database(pg_server: pgserver.Server, database: str) -> str:
-    # named after the staging database so the conftest's cleanup drops it too
-    name = f"{database}_prod"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(pg_server.admin_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return name
-
-
-@pytest.fixture
-async def stack(tmp_path: Path, pg_server: pgserver.Server, database: str, prod_database: str,
-                ) -> AsyncIterator[BotStack]:
-    write_migrations(tmp_path / "migrations")
-    config = make_config(tmp_path, pg_server.url_for(database), pg_server.url_for(prod_database))
-    async with bot_stack(config) as s:
+async def stack(make_stack: StackFactory) -> AsyncIterator[BotStack]:
+    async with make_stack() as s:
         yield s
-
-
-async def applied(url: str) -> list[str]:
-    conn = await asyncpg.connect(url)
-    try:
-        if not await conn.fetchval("SELECT to_regclass('_prisma_migrations') IS NOT NULL"):
-            return []
-        rows = await conn.fetch("SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL "
-                                "AND rolled_back_at IS NULL ORDER BY migration_name")
-        return [r[0] for r in rows]
-    finally:
-        await conn.close()
 
 
 async def test_staging_happy_path_from_request_to_success(stack: BotStack) -> None:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -22,8 +18,7 @@ from bot.slack_requests import SlackDriver
 from state import locks, runs
 from state.store import open_store
 from tests import pgserver
-from tests.botstack import ALICE, CHANNEL, SECRET, USERS, bot_stack, make_config, write_migrations
-from tests.test_migrate_e2e import applied, prod_database  # noqa: F401  (fixture)
+from tests.botstack import ALICE, CHANNEL, SECRET, USERS, applied, bot_stack, make_config, wait_for, write_migrations
 
 MIGRATIONS = {
     "20240101000000_init": 'CREATE TABLE "users" ("id" SERIAL PRIMARY KEY, "email" TEXT NOT NULL);',
@@ -38,22 +33,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def wait_until(check: Callable[[], Any], timeout: float = 20.0) -> None:
-    """Poll ``check`` (sync or async) until it is true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
-
-
 async def test_killed_during_a_migration_is_examined_and_explained_after_restart(
-        tmp_path: Path, pg_server: pgserver.Server, database: str, prod_database: str) -> None:  # noqa: F811
+        tmp_path: Path, pg_server: pgserver.Server, database: str, prod_database: str) -> None:
     write_migrations(tmp_path / "migrations", MIGRATIONS)
     config = make_config(tmp_path, pg_server.url_for(database), pg_server.url_for(prod_database))
     config_file = tmp_path / "migrabot.toml"
@@ -81,15 +62,15 @@ async def test_killed_during_a_migration_is_examined_and_explained_after_restart
             except aiohttp.ClientError:
                 return False
 
-        await wait_until(healthy)
+        await wait_for(healthy)
         await driver.slash(ALICE, "/migrate", "staging", CHANNEL)
-        await wait_until(lambda: slack.messages(CHANNEL)
+        await wait_for(lambda: slack.messages(CHANNEL)
                          and "Database backup: backup pre-flight" in str(slack.messages(CHANNEL)[0].blocks))
         msg = slack.messages(CHANNEL)[0]
         options = [o["value"] for b in msg.blocks if b["type"] == "actions" for e in b["elements"]
                    if e["type"] == "checkboxes" for o in e["options"]]
         await driver.check(ALICE, CHANNEL, msg.ts, "checklist", options)
-        await wait_until(lambda: "'action_id': 'run'" in str(slack.message(CHANNEL, msg.ts).blocks))
+        await wait_for(lambda: "'action_id': 'run'" in str(slack.message(CHANNEL, msg.ts).blocks))
         await driver.click(ALICE, CHANNEL, msg.ts, "run")
 
         async def slow_one_running() -> bool:
@@ -101,7 +82,7 @@ async def test_killed_during_a_migration_is_examined_and_explained_after_restart
             finally:
                 await conn.close()
 
-        await wait_until(slow_one_running)
+        await wait_for(slow_one_running)
         proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), timeout=10)
     finally:

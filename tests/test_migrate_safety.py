@@ -5,18 +5,26 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 
 from state import audit, runs
 from tests import pgserver
-from tests.botstack import ALICE, BOB, CHANNEL, BotStack, bot_stack, make_config, write_migrations
-from tests.test_migrate_e2e import applied, prod_database  # noqa: F401  (fixture)
+from tests.botstack import (
+    ALICE,
+    BOB,
+    CHANNEL,
+    BotStack,
+    StackFactory,
+    applied,
+    bot_stack,
+    make_config,
+    wait_for,
+    write_migrations,
+)
 
 SLOW = {
     "20240101000000_init": 'CREATE TABLE "users" ("id" SERIAL PRIMARY KEY, "email" TEXT NOT NULL);',
@@ -28,31 +36,10 @@ FAILING = {
     "20240102000000_broken": 'ALTER TABLE "users" ADD COLUMN "x" TEXT;\nSELECT 1/0;',
 }
 
-StackFactory = Callable[..., AbstractAsyncContextManager[BotStack]]
-
-
-@pytest.fixture
-def make_stack(tmp_path: Path, pg_server: pgserver.Server, database: str, prod_database: str,  # noqa: F811
-               ) -> StackFactory:
-    def factory(migrations: dict[str, str] | None = None, **prod_extra: Any) -> AbstractAsyncContextManager[BotStack]:
-        write_migrations(tmp_path / "migrations", migrations)
-        config = make_config(tmp_path, pg_server.url_for(database), pg_server.url_for(prod_database), **prod_extra)
-        return bot_stack(config)
-    return factory
-
-
 @pytest.fixture
 async def stack(make_stack: StackFactory) -> AsyncIterator[BotStack]:
     async with make_stack() as s:
         yield s
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def step_status(s: BotStack, run_id: int, name: str) -> str | None:
@@ -195,7 +182,7 @@ async def test_restart_with_an_open_run_keeps_its_message_working(make_stack: St
 
 
 async def test_no_password_reaches_slack(tmp_path: Path, pg_server: pgserver.Server, database: str,
-                                         prod_database: str) -> None:  # noqa: F811
+                                         prod_database: str) -> None:
     password = "Sup3rS3cretPw"
     def with_password(url: str) -> str:
         return url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -14,12 +12,9 @@ import pytest
 
 from actions.backup import list_backups, take_backup
 from state import audit, runs
-from tests import pgserver
-from tests.botstack import ALICE, BOB, CAROL, CHANNEL, DAVE, BotStack, bot_stack, make_config, write_migrations
-from tests.test_migrate_e2e import applied, prod_database  # noqa: F401  (fixture)
+from tests.botstack import ALICE, BOB, CAROL, CHANNEL, DAVE, BotStack, StackFactory, applied
 from tests.test_migrate_safety import FAILING
 
-StackFactory = Callable[..., AbstractAsyncContextManager[BotStack]]
 WITH_DOWN = {
     "20240101000000_init": 'CREATE TABLE "users" ("id" SERIAL PRIMARY KEY, "email" TEXT NOT NULL);',
     "20240102000000_add_nick": 'ALTER TABLE "users" ADD COLUMN "nick" TEXT;',
@@ -27,21 +22,8 @@ WITH_DOWN = {
 
 
 @pytest.fixture
-def make_stack(tmp_path: Path, pg_server: pgserver.Server, database: str, prod_database: str,  # noqa: F811
-               ) -> StackFactory:
-    def factory(migrations: dict[str, str] | None = None, down: tuple[str, str] | None = None,
-                **prod_extra: Any) -> AbstractAsyncContextManager[BotStack]:
-        folder = write_migrations(tmp_path / "migrations", migrations or WITH_DOWN)
-        if down:
-            (folder / "20240102000000_add_nick" / down[0]).write_text(down[1])
-        config = make_config(tmp_path, pg_server.url_for(database), pg_server.url_for(prod_database), **prod_extra)
-        return bot_stack(config)
-    return factory
-
-
-@pytest.fixture
 async def stack(make_stack: StackFactory) -> AsyncIterator[BotStack]:
-    async with make_stack() as s:
+    async with make_stack(WITH_DOWN) as s:
         yield s
 
 
@@ -150,7 +132,8 @@ async def test_prod_rollback_needs_approvals_and_refuses_a_corrupt_backup(stack:
 
 @pytest.mark.parametrize("down_file", ["down.sql", "rollback.sql"])
 async def test_partial_rollback_with_an_inverse_file(make_stack: StackFactory, down_file: str) -> None:
-    async with make_stack(down=(down_file, 'ALTER TABLE "users" DROP COLUMN "nick";')) as s:
+    async with make_stack(WITH_DOWN, files={f"20240102000000_add_nick/{down_file}":
+                                            'ALTER TABLE "users" DROP COLUMN "nick";'}) as s:
         await migrate(s)
         await s.slash(ALICE, "staging last", command="/rollback")
         msg = s.last_run_message()
