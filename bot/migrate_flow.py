@@ -139,18 +139,15 @@ async def recheck(wf: Workflow, run_id: int, actor: Actor, *, silent: bool = Fal
 
 async def tick(wf: Workflow, run_id: int, actor: Actor, selected: list[str]) -> None:
     """The checklist's checkboxes changed: record who ticked or unticked what."""
-    run = runs.get(wf.store, run_id)
-    if run is None or run["status"] not in ("awaiting", "scheduled"):
-        await refuse(wf, actor, "this run is no longer open; the checklist cannot change", run=run)
-        wf.refresh(run_id) if run else None
-        return
-    env = wf.env(run["env"])
-    reason = approval_policy.may_operate(env, actor.user, requested_by=run["requested_by"],
-                                           members=await wf.members(env))
-    if reason:
-        await refuse(wf, actor, reason, run=run)
+    from bot.run_controls import operable
+
+    view = await operable(wf, run_id, actor)
+    if view is None or view.status not in ("awaiting", "scheduled"):
+        if view is not None:
+            await refuse(wf, actor, "this run is no longer open; the checklist cannot change", run=view.run)
         wf.refresh(run_id)  # puts the boxes back as they were
         return
+    run = view.run
     checks = run.get("checks") or {}
     current = ticks_state.ticks(wf.store, run_id)
     for key in checklist.ITEM_KEYS:

@@ -86,17 +86,15 @@ async def request_restore(wf: Workflow, env: Environment, actor: Actor, *, prese
 
 async def choose_backup(wf: Workflow, run_id: int, actor: Actor, backup_id: str) -> None:
     """A backup was picked: show what restoring it will undo; earlier approvals no longer hold."""
-    run = runs.get(wf.store, run_id)
-    if run is None or run["kind"] != "rollback" or run["status"] != "awaiting":
-        await refuse(wf, actor, "this rollback is no longer open", run=run)
-        return
-    env = wf.env(run["env"])
-    reason = approval_policy.may_operate(env, actor.user, requested_by=run["requested_by"],
-                                           members=await wf.members(env))
-    if reason:
-        await refuse(wf, actor, reason, run=run)
+    from bot.run_controls import operable
+
+    view = await operable(wf, run_id, actor)
+    if view is None or view.run["kind"] != "rollback" or view.status != "awaiting":
+        if view is not None:
+            await refuse(wf, actor, "this rollback is no longer open", run=view.run)
         wf.refresh(run_id)
         return
+    run, env = view.run, view.env
     plan = run["plan"]
     choice = next((c for c in plan["backups"] if c["id"] == backup_id), None)
     if choice is None:
