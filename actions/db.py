@@ -148,3 +148,19 @@ def quote_ident(name: str) -> str:
     '"my""db"'
     """
     return '"' + name.replace('"', '""') + '"'
+
+
+async def ping(url: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> float:
+    """Connect and run ``SELECT 1``; the round trip in seconds (ActionError when it fails).
+
+    The runbook's "Verify database connectivity" (`psql $DATABASE_URL -c "SELECT 1;"`).
+    """
+    import time
+
+    started = time.monotonic()
+    async with connection(url, timeout=timeout) as conn:
+        try:
+            await conn.fetchval("SELECT 1", timeout=timeout)
+        except (asyncpg.PostgresError, TimeoutError, OSError) as exc:
+            raise ActionError(f"connected to {host_and_port(url)} but SELECT 1 failed: {exc}") from None
+    return time.monotonic() - started

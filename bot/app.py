@@ -60,7 +60,7 @@ def http_application(app: AsyncApp, wf: Workflow, path: str = "/slack/events") -
 
     async def healthz(_request: web.Request) -> web.Response:
         try:
-            wf.store.db.execute("SELECT 1")
+            wf.store.ping()
         except Exception as exc:
             return web.json_response({"ok": False, "error": f"state database: {exc}"}, status=503)
         return web.json_response({"ok": True, "environments": wf.config.environment_names(),

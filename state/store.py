@@ -39,6 +39,10 @@ class Store:
     def close(self) -> None:
         self.db.conn.close()
 
+    def ping(self) -> None:
+        """Raise when the state database cannot be read (for ``/healthz``)."""
+        self.db.execute("SELECT 1")
+
 
 def open_store(path: str | Path) -> Store:
     """Open (and create or upgrade) the state database at ``path``."""

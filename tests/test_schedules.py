@@ -4,32 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bot import scheduler, schedules
 from state import runs
 from state import schedules as rows
-from tests import pgserver
-from tests.botstack import ALICE, BOB, CAROL, CHANNEL, GROUP, BotStack, bot_stack, make_config, write_migrations
-from tests.test_migrate_e2e import applied, prod_database  # noqa: F401  (fixture)
-
-StackFactory = Callable[..., AbstractAsyncContextManager[BotStack]]
-
-
-@pytest.fixture
-def make_stack(tmp_path: Path, pg_server: pgserver.Server, database: str, prod_database: str,  # noqa: F811
-               ) -> StackFactory:
-    def factory(**prod_extra: Any) -> AbstractAsyncContextManager[BotStack]:
-        write_migrations(tmp_path / "migrations")
-        config = make_config(tmp_path, pg_server.url_for(database), pg_server.url_for(prod_database), **prod_extra)
-        return bot_stack(config)
-    return factory
+from tests.botstack import (
+    ALICE,
+    BOB,
+    CAROL,
+    CHANNEL,
+    GROUP,
+    BotStack,
+    StackFactory,
+    applied,
+    bot_stack,
+)
 
 
 @asynccontextmanager
