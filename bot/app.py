@@ -19,6 +19,7 @@ from bot.redact import register_secret
 from bot.slack_out import SlackOut
 from bot.workflow import Workflow
 from handlers import register_all
+from state import runs
 from state.store import Store
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,7 @@ def http_application(app: AsyncApp, wf: Workflow, path: str = "/slack/events") -
         except Exception as exc:
             return web.json_response({"ok": False, "error": f"state database: {exc}"}, status=503)
         return web.json_response({"ok": True, "environments": wf.config.environment_names(),
-                                  "open_runs": wf.store.db["runs"].count_where(
-                                      "status IN ('awaiting', 'scheduled', 'running')")})
+                                  "open_runs": runs.count_open(wf.store)})
 
     web_app.router.add_get("/healthz", healthz)
     return web_app

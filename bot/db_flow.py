@@ -19,6 +19,7 @@ from bot import approval_policy
 from bot.actor import Actor, refuse, tell
 from bot.config import Environment
 from bot.render import messages, reports
+from bot.run_open import open_run, post_or_cancel, preparing
 from bot.workflow import Workflow
 from state import locks, runs
 
@@ -131,33 +132,24 @@ async def request_terminate(wf: Workflow, env: Environment, pid: int, actor: Act
     session, blocked = found
     plan = {"pid": pid, "user": session.user, "application": session.application, "state": session.state,
             "query": session.query, "db": session.database, "xact_age": session.xact_age, "blocks": blocked}
-    run_id = runs.create(wf.store, kind="terminate", env=env.name, requested_by=actor.user,
-                         channel=actor.channel, plan=plan)
-    holder = locks.acquire(wf.store, env.name, run_id=run_id, holder=actor.user)
-    if holder is not None:
-        other = runs.get(wf.store, holder["run_id"]) or {}
-        if other.get("status") == "running" and other.get("kind") == "migrate":
-            # the runbook's "Migration Hangs": ending what blocks the running migration is the remedy,
-            # so the running migration's lock does not stand in the way (approvals still do)
-            plan["notes"] = [f":information_source: {env.name} is locked by running migration run "
-                             f"#{holder['run_id']}; this terminate does not wait for that lock."]
-            runs.update(wf.store, run_id, plan=plan)
-        else:
-            wf.store.db["runs"].delete(run_id)
-            from bot.migrate_flow import refuse_locked
-
-            await refuse_locked(wf, actor, env.name, holder)
-            return None
-    run = runs.get(wf.store, run_id)
-    wf.audit(actor.user, "request", run=run, detail=f"terminate pid {pid} (user {session.user})")
-    if await wf.post_run_message(run_id) is None:
-        runs.transition(wf.store, run_id, ["awaiting"], "cancelled", error="Slack refused the run message")
-        locks.release(wf.store, env.name, run_id)
-        await refuse(wf, actor, "Slack refused the terminate message; nothing was done", env=env.name)
+    holder = locks.holder_of(wf.store, env.name)
+    other = runs.get(wf.store, holder["run_id"]) if holder else None
+    # the runbook's "Migration Hangs": ending what blocks a running migration is the remedy,
+    # so that migration's lock does not stand in the way (approvals still do)
+    bypass = bool(other and other.get("status") == "running" and other.get("kind") == "migrate")
+    if bypass and holder:
+        plan["notes"] = [f":information_source: {env.name} is locked by running migration run "
+                         f"#{holder['run_id']}; this terminate does not wait for that lock."]
+    run_id = await open_run(wf, env, actor, "terminate", plan=plan, lock=not bypass)
+    if run_id is None:
         return None
-    view = await wf.view(run_id)
-    if view is not None and view.ready:
-        from bot.run_controls import start
+    async with preparing(wf, run_id, env, actor):
+        if not await post_or_cancel(wf, run_id, env, actor, f"terminate pid {pid} (user {session.user})"):
+            return None
+        view = await wf.view(run_id)
+        if view is not None and view.ready:
+            from bot.run_controls import start
 
-        await start(wf, run_id, actor)
-    return run_id
+            await start(wf, run_id, actor)
+        return run_id
+    return None

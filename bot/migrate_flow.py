@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from actions.errors import ActionError
-from bot import approval_policy, checklist
+from bot import checklist
 from bot.actor import Actor, refuse, tell
 from bot.config import Environment
 from bot.render import messages
+from bot.run_open import open_run, post_or_cancel, preparing, release
 from bot.workflow import Workflow
 from state import checklist as ticks_state
-from state import locks, runs
+from state import runs
 
 log = logging.getLogger(__name__)
 
@@ -59,55 +60,29 @@ async def lint_plan(wf: Workflow, env: Environment, names: list[str]) -> dict[st
 
 async def request_run(wf: Workflow, env: Environment, actor: Actor, *, scheduled_for: str | None = None) -> int | None:
     """`/migrate ENV`: take the environment's lock, post the run message, start the checks."""
-    reason = approval_policy.may_request(env, actor.user)
-    if reason:
-        await refuse(wf, actor, reason, env=env.name)
+    run_id = await open_run(wf, env, actor, "migrate", status="scheduled" if scheduled_for else "awaiting")
+    if run_id is None:
         return None
-    run_id = runs.create(wf.store, kind="migrate", env=env.name, requested_by=actor.user,
-                         channel=actor.channel, status="scheduled" if scheduled_for else "awaiting")
-    holder = locks.acquire(wf.store, env.name, run_id=run_id, holder=actor.user)
-    if holder is not None:
-        wf.store.db["runs"].delete(run_id)
-        await refuse_locked(wf, actor, env.name, holder)
-        return None
-    try:
-        plan, _status = await compute_plan(wf, env)
-    except ActionError as exc:
-        release(wf, run_id, env.name, "cancelled", error=str(exc))
-        await refuse(wf, actor, f"cannot plan a run on {env.name}: {exc}", env=env.name)
-        return None
-    if not plan["migrations"]:
-        release(wf, run_id, env.name, "cancelled", error="nothing pending")
-        wf.audit(actor.user, "request_nothing_pending", env=env.name)
-        await tell(wf, actor, messages.notice(f":white_check_mark: {env.name} is up to date: no pending migrations."))
-        return None
-    runs.update(wf.store, run_id, plan=plan, scheduled_for=scheduled_for)
-    run = runs.get(wf.store, run_id)
-    wf.audit(actor.user, "request", run=run, detail=", ".join(m["name"] for m in plan["migrations"]))
-    ts = await wf.post_run_message(run_id)
-    if ts is None:
-        release(wf, run_id, env.name, "cancelled", error="Slack refused the run message")
-        await refuse(wf, actor, "Slack refused the run message; nothing was started (see the bot's log)", env=env.name)
-        return None
-    run = runs.get(wf.store, run_id) or run
-    await post_sql(wf, env, run)
-    await recheck(wf, run_id, actor, silent=True)
-    return run_id
-
-
-async def refuse_locked(wf: Workflow, actor: Actor, env_name: str, holder: dict[str, Any]) -> None:
-    other = runs.get(wf.store, holder["run_id"])
-    link = None
-    if other and other.get("message_ts"):
-        link = await wf.slack.permalink(other["channel"], other["message_ts"])
-    wf.audit(actor.user, "refused_locked", env=env_name, detail=f"held by {holder['holder']} run {holder['run_id']}")
-    await tell(wf, actor, messages.lock_held(env_name, holder, link))
-
-
-def release(wf: Workflow, run_id: int, env_name: str, status: str, **fields: Any) -> None:
-    """End a run that never started and free its environment."""
-    runs.transition(wf.store, run_id, ["awaiting", "scheduled"], status, **fields)
-    locks.release(wf.store, env_name, run_id)
+    async with preparing(wf, run_id, env, actor):
+        try:
+            plan, _status = await compute_plan(wf, env)
+        except ActionError as exc:
+            release(wf, run_id, env.name, "cancelled", error=str(exc))
+            await refuse(wf, actor, f"cannot plan a run on {env.name}: {exc}", env=env.name)
+            return None
+        if not plan["migrations"]:
+            release(wf, run_id, env.name, "cancelled", error="nothing pending")
+            wf.audit(actor.user, "request_nothing_pending", env=env.name)
+            await tell(wf, actor, messages.notice(f":white_check_mark: {env.name} is up to date: no pending "
+                                                  "migrations."))
+            return None
+        runs.update(wf.store, run_id, plan=plan, scheduled_for=scheduled_for)
+        if not await post_or_cancel(wf, run_id, env, actor, ", ".join(m["name"] for m in plan["migrations"])):
+            return None
+        await post_sql(wf, env, runs.get(wf.store, run_id) or {})
+        await recheck(wf, run_id, actor, silent=True)
+        return run_id
+    return None
 
 
 async def post_sql(wf: Workflow, env: Environment, run: dict[str, Any]) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from actions.errors import ActionError
 from bot.actor import Actor, refuse
 from bot.config import Environment
-from bot.rollback_flow import _open_run, _post
 from bot.run_controls import start
+from bot.run_open import open_run, post_or_cancel, preparing
 from bot.workflow import Workflow
 from state import runs
 
@@ -25,16 +25,17 @@ async def request_resolve(wf: Workflow, env: Environment, actor: Actor, migratio
     if problem:
         await refuse(wf, actor, problem, env=env.name)
         return None
-    run_id = await _open_run(wf, env, actor, "resolve")
+    run_id = await open_run(wf, env, actor, "resolve", plan={"migration": migration, "as": as_})
     if run_id is None:
         return None
-    runs.update(wf.store, run_id, plan={"migration": migration, "as": as_})
-    if not await _post(wf, run_id, env, actor, f"resolve {migration} {as_}"):
-        return None
-    view = await wf.view(run_id)
-    if view is not None and view.ready:
-        await start(wf, run_id, actor)  # no approval needed here: do what was typed
-    return run_id
+    async with preparing(wf, run_id, env, actor):
+        if not await post_or_cancel(wf, run_id, env, actor, f"resolve {migration} {as_}"):
+            return None
+        view = await wf.view(run_id)
+        if view is not None and view.ready:
+            await start(wf, run_id, actor)  # no approval needed here: do what was typed
+        return run_id
+    return None
 
 
 async def from_incident(wf: Workflow, run_id: int, actor: Actor) -> None:

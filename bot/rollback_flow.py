@@ -10,41 +10,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from actions.errors import ActionError
-from bot import approval_policy
+from actions.migrations_dir import sha256_hex
 from bot.actor import Actor, refuse, tell
 from bot.config import Environment
-from bot.migrate_flow import refuse_locked, release
 from bot.render import blocks as bk
 from bot.render import messages
+from bot.run_open import open_run, post_or_cancel, preparing, release
 from bot.workflow import Workflow
-from state import approvals, locks, runs
+from state import approvals, runs
 
 MAX_BACKUP_OPTIONS = 100  # a static select holds 100 options
-
-
-async def _open_run(wf: Workflow, env: Environment, actor: Actor, kind: str) -> int | None:
-    """Authorise, create the run and take the environment's lock; None (and a refusal) otherwise."""
-    reason = approval_policy.may_request(env, actor.user)
-    if reason:
-        await refuse(wf, actor, reason, env=env.name)
-        return None
-    run_id = runs.create(wf.store, kind=kind, env=env.name, requested_by=actor.user, channel=actor.channel)
-    holder = locks.acquire(wf.store, env.name, run_id=run_id, holder=actor.user)
-    if holder is not None:
-        wf.store.db["runs"].delete(run_id)
-        await refuse_locked(wf, actor, env.name, holder)
-        return None
-    return run_id
-
-
-async def _post(wf: Workflow, run_id: int, env: Environment, actor: Actor, detail: str) -> bool:
-    run = runs.get(wf.store, run_id)
-    wf.audit(actor.user, "request", run=run, detail=detail)
-    if await wf.post_run_message(run_id) is None:
-        release(wf, run_id, env.name, "cancelled", error="Slack refused the run message")
-        await refuse(wf, actor, "Slack refused the run message; nothing was started", env=env.name)
-        return False
-    return True
 
 
 # --- restore a backup ---------------------------------------------------------------------------
@@ -60,28 +35,31 @@ async def request_restore(wf: Workflow, env: Environment, actor: Actor, *, prese
     """`/rollback ENV`: list the verified backups in a select menu, newest first."""
     from actions.backup import list_backups
 
-    run_id = await _open_run(wf, env, actor, "rollback")
+    run_id = await open_run(wf, env, actor, "rollback")
     if run_id is None:
         return None
-    try:
-        backups = [b for b in list_backups(env.backup_dir, env.name) if b.verified]
-    except (ActionError, OSError) as exc:
-        release(wf, run_id, env.name, "cancelled", error=str(exc))
-        await refuse(wf, actor, f"cannot list the backups of {env.name}: {exc}", env=env.name)
-        return None
-    if not backups:
-        release(wf, run_id, env.name, "cancelled", error="no backups")
-        await tell(wf, actor, messages.notice(
-            f"No verified backups of {env.name} yet. Take one with `migrabot backup {env.name}` "
-            f"(every `/migrate {env.name}` run takes one before applying)."))
-        return None
-    choices = [backup_choice(b) for b in backups[:MAX_BACKUP_OPTIONS]]
-    runs.update(wf.store, run_id, plan={"backups": choices, "target": None, "more": max(0, len(backups) - 100)})
-    if not await _post(wf, run_id, env, actor, f"{len(backups)} verified backups"):
-        return None
-    if preselect and any(c["id"] == preselect for c in choices):
-        await choose_backup(wf, run_id, actor, preselect)
-    return run_id
+    async with preparing(wf, run_id, env, actor):
+        try:
+            backups = [b for b in list_backups(env.backup_dir, env.name) if b.verified]
+        except (ActionError, OSError) as exc:
+            release(wf, run_id, env.name, "cancelled", error=str(exc))
+            await refuse(wf, actor, f"cannot list the backups of {env.name}: {exc}", env=env.name)
+            return None
+        if not backups:
+            release(wf, run_id, env.name, "cancelled", error="no backups")
+            await tell(wf, actor, messages.notice(
+                f"No verified backups of {env.name} yet. Take one with `migrabot backup {env.name}` "
+                f"(every `/migrate {env.name}` run takes one before applying)."))
+            return None
+        choices = [backup_choice(b) for b in backups[:MAX_BACKUP_OPTIONS]]
+        more = max(0, len(backups) - MAX_BACKUP_OPTIONS)
+        runs.update(wf.store, run_id, plan={"backups": choices, "target": None, "more": more})
+        if not await post_or_cancel(wf, run_id, env, actor, f"{len(backups)} verified backups"):
+            return None
+        if preselect and any(c["id"] == preselect for c in choices):
+            await choose_backup(wf, run_id, actor, preselect)
+        return run_id
+    return None
 
 
 async def choose_backup(wf: Workflow, run_id: int, actor: Actor, backup_id: str) -> None:
@@ -149,32 +127,34 @@ async def request_undo(wf: Workflow, env: Environment, actor: Actor) -> int | No
     """`/rollback ENV last`: the last migration's inverse SQL, shown, linted and approved first."""
     from actions.partial_rollback import plan_undo_last
 
-    run_id = await _open_run(wf, env, actor, "undo")
+    run_id = await open_run(wf, env, actor, "undo")
     if run_id is None:
         return None
-    try:
-        plan = await plan_undo_last(env.migration_url, env.migrations_dir)
-    except ActionError as exc:
-        release(wf, run_id, env.name, "cancelled", error=str(exc))
-        await refuse(wf, actor, f"cannot plan an undo on {env.name}: {exc}", env=env.name)
-        return None
-    if plan.down_sql is None:
-        release(wf, run_id, env.name, "cancelled", error=plan.note or "no inverse SQL")
-        await tell(wf, actor, messages.notice(
-            f":no_entry: {plan.note or 'The last migration has no down.sql or rollback.sql.'}\n"
-            f"Restore a backup instead: `/rollback {env.name}`."))
-        return None
-    lint = await _lint_inverse(wf, plan.migration, plan.down_sql)
-    runs.update(wf.store, run_id, plan={"migration": plan.migration, "down_file": plan.down_path.name
-                                        if plan.down_path else None, "transactional": plan.transactional,
-                                        "lint": lint})
-    if not await _post(wf, run_id, env, actor, f"undo {plan.migration}"):
-        return None
-    run = runs.get(wf.store, run_id) or {}
-    text, blocks = messages.migration_sql(f"{plan.migration} ({plan.down_path.name if plan.down_path else ''})",
-                                          plan.down_sql, transactional=plan.transactional)
-    await wf.reply(run, text, blocks)
-    return run_id
+    async with preparing(wf, run_id, env, actor):
+        try:
+            plan = await plan_undo_last(env.migration_url, env.migrations_dir)
+        except ActionError as exc:
+            release(wf, run_id, env.name, "cancelled", error=str(exc))
+            await refuse(wf, actor, f"cannot plan an undo on {env.name}: {exc}", env=env.name)
+            return None
+        if plan.down_sql is None or plan.down_path is None:
+            release(wf, run_id, env.name, "cancelled", error=plan.note or "no inverse SQL")
+            await tell(wf, actor, messages.notice(
+                f":no_entry: {plan.note or 'The last migration has no down.sql or rollback.sql.'}\n"
+                f"Restore a backup instead: `/rollback {env.name}`."))
+            return None
+        lint = await _lint_inverse(wf, plan.migration, plan.down_sql)
+        runs.update(wf.store, run_id, plan={"migration": plan.migration, "down_file": plan.down_path.name,
+                                            "down_sha256": sha256_hex(plan.down_sql.encode()),
+                                            "transactional": plan.transactional, "lint": lint})
+        if not await post_or_cancel(wf, run_id, env, actor, f"undo {plan.migration}"):
+            return None
+        run = runs.get(wf.store, run_id) or {}
+        text, blocks = messages.migration_sql(f"{plan.migration} ({plan.down_path.name})", plan.down_sql,
+                                              transactional=plan.transactional)
+        await wf.reply(run, text, blocks)
+        return run_id
+    return None
 
 
 async def _lint_inverse(wf: Workflow, name: str, sql: str) -> dict[str, Any]:

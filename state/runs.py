@@ -46,6 +46,17 @@ def create(store: Store, *, kind: str, env: str, requested_by: str, channel: str
         return int(table.last_pk)
 
 
+def delete(store: Store, run_id: int) -> None:
+    """Forget a run that was never shown to anyone (its environment was locked)."""
+    with store.lock:
+        store.db.execute("DELETE FROM runs WHERE id = ?", [run_id])
+
+
+def count_open(store: Store) -> int:
+    marks = ", ".join("?" for _ in OPEN)
+    return int(store.db["runs"].count_where(f"status IN ({marks})", list(OPEN)))
+
+
 def get(store: Store, run_id: int) -> dict[str, Any] | None:
     rows = list(store.db["runs"].rows_where("id = ?", [run_id]))
     return _decode(rows[0]) if rows else None
