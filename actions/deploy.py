@@ -134,11 +134,13 @@ async def deploy(url: str, migrations_dir: Path, *, lock_timeout: float = 1.0,
                  statement_timeout: float | None = None, retry: RetryPolicy = RetryPolicy(),  # noqa: B008
                  advisory_lock_timeout: float = 10.0, on_event: Callable[[DeployEvent], Any] | None = None,
                  dry_run: bool = False, should_continue: Callable[[], bool] | None = None,
-                 expected: list[str] | None = None, connect_timeout: float = 10.0) -> DeployResult:
+                 expected: list[str] | None = None, expected_checksums: dict[str, str] | None = None,
+                 connect_timeout: float = 10.0) -> DeployResult:
     """Apply every pending migration in name order, stopping at the first failure.
 
     Raises ActionError (before changing anything) when a migration failed earlier, a file was
-    edited after being applied, the pending list differs from ``expected``, or the advisory lock
+    edited after being applied, the pending list differs from ``expected`` (or a file's checksum from
+    ``expected_checksums``: the SQL approvers reviewed is the SQL that runs), or the advisory lock
     stays held longer than ``advisory_lock_timeout``.
     """
     local = read_migrations(Path(migrations_dir))
@@ -160,6 +162,13 @@ async def deploy(url: str, migrations_dir: Path, *, lock_timeout: float = 1.0,
                     "deploy refused: the pending migrations changed since they were shown for approval "
                     f"(approved: {', '.join(expected) or 'none'}; pending now: {', '.join(pending) or 'none'}). "
                     "Request the deploy again so approvers see the current list", code="expected_mismatch")
+            changed = [n for n, checksum in (expected_checksums or {}).items()
+                       if n in by_name and not by_name[n].matches(checksum)]
+            if changed:
+                raise ActionError(
+                    f"deploy refused: {', '.join(changed)} changed on disk since it was shown for approval (its "
+                    "checksum differs), so what would run is not what was reviewed. Request the deploy again",
+                    code="expected_mismatch")
             result = DeployResult(dry_run=dry_run, pending=pending, non_transactional=list(status.non_transactional),
                                   missing=list(status.missing))
             if dry_run or not pending:

@@ -25,7 +25,7 @@ from actions.blockers import BlockerWatch
 from actions.db import connect, connection
 from actions.errors import ActionError
 from actions.events import DeployEvent, EventCallback, emit_safely
-from actions.migrations_dir import DOWN_FILES, MIGRATION_FILE
+from actions.migrations_dir import DOWN_FILES, MIGRATION_FILE, sha256_hex
 from actions.prisma_table import MigrationRow
 from actions.sql_runner import RunSettings, run_atomic, run_statements
 from actions.sqlsplit import non_transactional_reason
@@ -100,11 +100,12 @@ async def plan_undo_last(url: str, migrations_dir: Path, *, timeout: float = 10.
 async def undo_last(url: str, migrations_dir: Path, *, expected_migration: str, lock_timeout: float = 1.0,
                     statement_timeout: float | None = None, retry: RetryPolicy = RetryPolicy(),  # noqa: B008
                     advisory_lock_timeout: float = 10.0, on_event: EventCallback | None = None,
-                    connect_timeout: float = 10.0) -> UndoResult:
+                    connect_timeout: float = 10.0, expected_sha256: str | None = None) -> UndoResult:
     """Run the last migration's inverse SQL and delete its applied row, atomically.
 
     Refuses (ActionError) when the last applied migration is no longer ``expected_migration``
-    (someone deployed since the plan was approved) or when it has no inverse SQL.
+    (someone deployed since the plan was approved), when its inverse SQL is not the one approved
+    (``expected_sha256``) or when it has none.
     """
     settings = RunSettings(lock_timeout=lock_timeout, statement_timeout=statement_timeout, retry=retry)
     conn = await connect(url, timeout=connect_timeout)
@@ -119,6 +120,10 @@ async def undo_last(url: str, migrations_dir: Path, *, expected_migration: str, 
                     code="expected_mismatch")
             if plan.down_sql is None:
                 raise ActionError(f"cannot roll back {plan.migration}: {plan.note}", code="no_down_sql")
+            if expected_sha256 is not None and sha256_hex(plan.down_sql.encode()) != expected_sha256:
+                raise ActionError(
+                    f"rollback refused: the inverse SQL of {plan.migration} changed on disk since it was shown "
+                    "for approval; ask for the rollback again so approvers see what runs", code="expected_mismatch")
             deleted = 0
 
             async def delete_row(c: asyncpg.Connection) -> None:

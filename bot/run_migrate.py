@@ -114,6 +114,7 @@ async def _apply(wf: Workflow, run_id: int, env: Environment, names: list[str]) 
     from actions.deploy import deploy
 
     run = runs.get(wf.store, run_id) or {}
+    checksums = {m["name"]: m["checksum"] for m in run["plan"]["migrations"]}
     applied: list[str] = []
     reported_blockers: set[int] = set()
 
@@ -148,7 +149,7 @@ async def _apply(wf: Workflow, run_id: int, env: Environment, names: list[str]) 
                               statement_timeout=env.statement_timeout, retry=env.retry,
                               advisory_lock_timeout=env.advisory_lock_timeout, on_event=on_event,
                               should_continue=lambda: not _aborted(wf, run_id), expected=names,
-                              connect_timeout=env.connect_timeout)
+                              expected_checksums=checksums, connect_timeout=env.connect_timeout)
     except ActionError as exc:
         raise StepFailed(str(exc), result={"applied": applied}) from None
     if result.failed is not None:

@@ -37,7 +37,8 @@ async def execute(wf: Workflow, run_id: int, user: str) -> None:
             undone = await undo_last(env.migration_url, env.migrations_dir, expected_migration=name,
                                      lock_timeout=env.lock_timeout, statement_timeout=env.statement_timeout,
                                      retry=env.retry, advisory_lock_timeout=env.advisory_lock_timeout,
-                                     on_event=on_event, connect_timeout=env.connect_timeout)
+                                     on_event=on_event, connect_timeout=env.connect_timeout,
+                                     expected_sha256=run["plan"].get("down_sha256"))
             if not undone.ok:
                 result["logs"] = undone.logs
                 note["detail"] = f"failed: {(undone.logs or '')[:300]}"

@@ -201,3 +201,15 @@ async def test_no_password_reaches_slack(tmp_path: Path, pg_server: pgserver.Ser
         everything = json.dumps([c.args for c in s.slack.calls])
         assert password not in everything
         assert s.all_payloads_valid() == []
+
+
+async def test_a_migration_edited_after_approval_is_not_applied(stack: BotStack) -> None:
+    await stack.slash(ALICE, "staging")
+    await stack.tick_all(ALICE)
+    folder = stack.config.environment("staging").migrations_dir
+    edited = folder / "20240102000000_add_display_name" / "migration.sql"
+    edited.write_text('ALTER TABLE "users" ADD COLUMN "display_name" VARCHAR(255);\nDROP TABLE "users";\n')
+    await stack.click(ALICE, "run")
+    text = stack.text_of(stack.last_run_message())
+    assert "FAILED" in text and "changed on disk since it was shown for approval" in text, text
+    assert await applied(stack.config.environment("staging").database_url) == []

@@ -243,3 +243,16 @@ async def test_cancel_at_the_restore_prompt_ends_the_rollback_with_nothing_done(
     assert [b for b in list_backups(env.backup_dir, "staging") if b.kind == "pre-restore"] == []
     await stack.slash(BOB, "staging", command="/rollback")  # the lock is free again
     assert len([m for m in stack.run_messages() if "Rollback (restore" in stack.text_of(m)]) == 2
+
+
+async def test_an_inverse_file_edited_after_approval_is_not_run(make_stack: StackFactory) -> None:
+    down = "20240102000000_add_nick/down.sql"
+    async with make_stack(WITH_DOWN, files={down: 'ALTER TABLE "users" DROP COLUMN "nick";'}) as s:
+        await migrate(s)
+        await s.slash(ALICE, "staging last", command="/rollback")
+        (s.config.environment("staging").migrations_dir / down).write_text('DROP TABLE "users";')
+        await s.click(ALICE, "run")
+        text = s.text_of(s.last_run_message())
+        assert "changed on disk since it was shown" in text, text
+        url = s.config.environment("staging").database_url
+        assert len(await applied(url)) == 2 and await sql(url, "SELECT count(*) FROM users") == 0
