@@ -83,6 +83,30 @@ class Workflow:
                 raise TimeoutError(f"{len(pending)} background task(s) still running")
             await asyncio.wait(pending, timeout=remaining)
 
+    async def drain(self, grace: float) -> list[int]:
+        """Before stopping: ask running runs to stop at their next safe point and wait for them.
+
+        A migration is never cut off half-way by a redeploy: abort is requested (honoured
+        between migrations) and the executing runs get ``grace`` seconds to finish. Returns the
+        ids of runs still executing after that (they will be examined after the restart).
+        """
+        if not self.worker.here():
+            return await self.worker.run(self.drain(grace))
+        for run_id in list(self.executing):
+            runs.update(self.store, run_id, abort_requested=1)
+            self.audit("bot", "abort", run=runs.get(self.store, run_id), detail="the bot is stopping")
+            self.refresh(run_id)
+        pending = [t for t in self.executing.values() if t is not None and not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        left = [rid for rid, t in self.executing.items() if t is not None and not t.done()]
+        if not left:
+            try:  # the final messages of the runs that stopped
+                await self.settle(timeout=10)
+            except TimeoutError:
+                log.warning("stopping before every message update was sent")
+        return left
+
     async def close(self) -> None:
         """Cancel what is still running, close the Slack session, stop the worker thread."""
         if self.worker.loop.is_closed():

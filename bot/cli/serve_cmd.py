@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from typing import Any
 
 from bot.cli import EXIT_OK, CliError, add_config_option, config_from_args
@@ -21,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve Slack's Events/Interactivity/Commands endpoint over HTTP instead of Socket Mode")
     p.add_argument("--host", default="0.0.0.0", help="HTTP listen address (default 0.0.0.0)")
     p.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
+    p.add_argument("--grace", type=float, default=300.0, metavar="SECONDS",
+                   help="on SIGTERM, how long running runs get to reach a safe stop (default 300)")
     p.set_defaults(func=run)
 
 
@@ -68,7 +71,7 @@ async def _serve(config: Config, token: str, secret: str | None, app_token: str 
         await runner.setup()
         await web.TCPSite(runner, args.host, args.port).start()
         print(f"migrabot: serving Slack requests on http://{args.host}:{args.port}/slack/events", flush=True)
-        await stop.wait()
+        await _drain(wf, stop, args.grace)
         await runner.cleanup()
     else:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -76,7 +79,7 @@ async def _serve(config: Config, token: str, secret: str | None, app_token: str 
         handler = AsyncSocketModeHandler(app, app_token)
         await handler.connect_async()
         print("migrabot: connected to Slack in Socket Mode", flush=True)
-        await stop.wait()
+        await _drain(wf, stop, args.grace)
         await handler.close_async()
     await wf.run(_shutdown(scheduler))  # the scheduler lives on the worker loop
     await wf.close()
@@ -85,3 +88,20 @@ async def _serve(config: Config, token: str, secret: str | None, app_token: str 
 
 async def _shutdown(scheduler: Any) -> None:
     scheduler.shutdown(wait=False)
+
+
+async def _drain(wf: Any, stop: asyncio.Event, grace: float) -> None:
+    """Wait for the stop signal, then let running runs reach a safe stop (a second signal: now)."""
+    await stop.wait()
+    stop.clear()
+    if not wf.executing:
+        return
+    print(f"migrabot: stopping; running runs stop at their next safe point (up to {grace:g}s; "
+          "signal again to stop now)", file=sys.stderr, flush=True)
+    drain = asyncio.ensure_future(wf.drain(grace))
+    again = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([drain, again], return_when=asyncio.FIRST_COMPLETED)
+    again.cancel()
+    left = drain.result() if drain.done() else list(wf.executing)
+    if left:
+        log.warning("stopping with runs still executing: %s (examined after the restart)", left)
