@@ -130,7 +130,13 @@ async def connect(url: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT,
 
 @asynccontextmanager
 async def connection(url: str, **kwargs: Any) -> AsyncIterator[asyncpg.Connection]:
-    """``async with connection(url) as conn:`` — closed on the way out, whatever happens."""
+    """``async with connection(url) as conn:`` — closed on the way out, whatever happens.
+
+    For short queries: every statement gets a client-side timeout (``command_timeout``, at
+    least a minute), so a server that stops answering after the connect cannot hang the bot.
+    Long work (migrations, restores) opens its own connection with :func:`connect`.
+    """
+    kwargs.setdefault("command_timeout", max(float(kwargs.get("timeout", DEFAULT_CONNECT_TIMEOUT)), 60.0))
     conn = await connect(url, **kwargs)
     try:
         yield conn

@@ -677,6 +677,35 @@ async def list_previous_databases(url: str) -> list[str]:
     return [r["datname"] for r in rows if re.fullmatch(r"\d{14}", r["datname"][len(prefix):])]
 
 
+@dataclass
+class ServerDatabases:
+    """What a server holds of one database after an interrupted restore."""
+
+    database: str
+    exists: bool
+    previous: list[str]  # kept by restores: <db>__before_restore_<ts>
+    half_restored: list[str]  # copies a restore was filling: <db>__restore_<ts>
+
+
+async def server_databases(url: str) -> ServerDatabases:
+    """The database, the copies earlier restores kept, and copies a restore left half-way (newest first)."""
+    db = database_name(url)
+    admin = await _admin(url)
+    try:
+        names = [r["datname"] for r in await admin.fetch(
+            "SELECT datname FROM pg_database ORDER BY datname DESC", timeout=SQL_TIMEOUT)]
+    finally:
+        await admin.close()
+    stamped = re.compile(r"\d{14}")
+    previous_prefix = _previous_prefix(db)
+    restore_prefix = fit_name(db, RESTORE_SUFFIX + "0" * 14)[: -14]
+    return ServerDatabases(
+        database=db, exists=db in names,
+        previous=[n for n in names if n.startswith(previous_prefix) and stamped.fullmatch(n[len(previous_prefix):])],
+        half_restored=[n for n in names if n.startswith(restore_prefix)
+                       and stamped.fullmatch(n[len(restore_prefix):])])
+
+
 async def drop_previous(url: str, name: str | None = None) -> list[str]:
     """Drop one kept previous database (``name``) or all of them; return the dropped names."""
     kept = await list_previous_databases(url)

@@ -17,11 +17,17 @@ class Actor:
     channel: str
     channel_name: str | None = None
     trigger_id: str | None = None
+    response_url: str | None = None
 
 
 async def tell(wf: Workflow, actor: Actor, text_blocks: tuple[str, list[dict[str, Any]]]) -> None:
+    """An answer only ``actor`` sees; through the request's response_url when the bot cannot
+    post in that channel (a private channel or DM it is not a member of)."""
     text, blocks = text_blocks
-    await wf.slack.ephemeral(actor.channel, actor.user, text, blocks)
+    if await wf.slack.ephemeral(actor.channel, actor.user, text, blocks):
+        return
+    if actor.response_url:
+        await wf.slack.respond(actor.response_url, text, blocks)
 
 
 async def refuse(wf: Workflow, actor: Actor, reason: str, *, run: dict[str, Any] | None = None,

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.redact import redact, redact_obj
@@ -20,6 +20,8 @@ from bot.redact import redact, redact_obj
 log = logging.getLogger(__name__)
 SLACK_TIMEOUT = 10.0
 GROUP_CACHE_SECONDS = 300.0
+# what a Slack call can raise besides an API error: none of it may break a run
+SLACK_TROUBLE = (SlackClientError, aiohttp.ClientError, TimeoutError, OSError, ValueError)
 
 
 class SlackOut:
@@ -45,8 +47,8 @@ class SlackOut:
             return dict(response.data) if isinstance(response.data, dict) else None
         except SlackApiError as exc:
             log.error("Slack %s failed: %s", method, redact(exc.response.get("error", exc)))
-        except (TimeoutError, OSError) as exc:
-            log.error("Slack %s failed: %s", method, redact(exc))
+        except SLACK_TROUBLE as exc:
+            log.error("Slack %s failed: %s", method, redact(repr(exc)))
         return None
 
     async def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None, *,
@@ -72,6 +74,22 @@ class SlackOut:
             args["blocks"] = blocks
         return await self._call("chat.postEphemeral", **args) is not None
 
+    async def respond(self, response_url: str, text: str, blocks: list[dict[str, Any]] | None = None) -> bool:
+        """An ephemeral answer through the request's ``response_url``: works where the bot is not a member."""
+        self._session()
+        body: dict[str, Any] = redact_obj({"response_type": "ephemeral", "replace_original": False, "text": text})
+        if blocks is not None:
+            body["blocks"] = redact_obj(blocks)
+        try:
+            async with self.client.session.post(response_url, json=body,  # type: ignore[union-attr]
+                                                timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT)) as r:
+                if r.status == 200:
+                    return True
+                log.error("response_url answered HTTP %s", r.status)
+        except SLACK_TROUBLE as exc:
+            log.error("response_url failed: %s", redact(repr(exc)))
+        return False
+
     async def open_modal(self, trigger_id: str, view: dict[str, Any]) -> str | None:
         data = await self._call("views.open", trigger_id=trigger_id, view=view)
         return data["view"]["id"] if data else None
@@ -85,7 +103,7 @@ class SlackOut:
             response = await asyncio.wait_for(
                 self.client.chat_getPermalink(channel=channel, message_ts=ts), timeout=SLACK_TIMEOUT)
             return response.get("permalink")
-        except (SlackApiError, TimeoutError, OSError):
+        except (SlackApiError, *SLACK_TROUBLE):
             return None
 
     async def group_members(self, group_id: str) -> set[str]:
@@ -98,7 +116,7 @@ class SlackOut:
             response = await asyncio.wait_for(
                 self.client.usergroups_users_list(usergroup=group_id), timeout=SLACK_TIMEOUT)
             members = set(response.get("users") or [])
-        except (SlackApiError, TimeoutError, OSError) as exc:
+        except (SlackApiError, *SLACK_TROUBLE) as exc:
             log.error("cannot read user group %s: %s", group_id, redact(exc))
             return cached[1] if cached else set()
         self._groups[group_id] = (time.monotonic(), members)

@@ -16,13 +16,14 @@ Work = Callable[[Workflow, Command, Actor], Coroutine[Any, Any, Any]]
 
 def actor_from_command(command: dict[str, Any]) -> Actor:
     return Actor(user=command["user_id"], channel=command["channel_id"],
-                 channel_name=command.get("channel_name"), trigger_id=command.get("trigger_id"))
+                 channel_name=command.get("channel_name"), trigger_id=command.get("trigger_id"),
+                 response_url=command.get("response_url"))
 
 
 def actor_from_action(body: dict[str, Any]) -> Actor:
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
     return Actor(user=body["user"]["id"], channel=channel, channel_name=(body.get("channel") or {}).get("name"),
-                 trigger_id=body.get("trigger_id"))
+                 trigger_id=body.get("trigger_id"), response_url=body.get("response_url"))
 
 
 def first_time(wf: Workflow, *parts: Any) -> bool:

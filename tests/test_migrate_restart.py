@@ -157,3 +157,32 @@ async def test_sigterm_lets_the_running_migration_finish_and_stops_before_the_ne
             await conn.close()
         text = str(b.slack.message(CHANNEL, ts).blocks)
         assert "Aborted" in text and "20240102000000_slow" in text
+
+
+async def test_recovery_explains_an_interrupted_restore_and_frees_stale_locks(make_stack: Any) -> None:
+    from bot.recovery import recover
+    from state import steps
+
+    async with make_stack() as s:
+        env = s.config.environment("staging")
+        db = env.database_url.rsplit("/", 1)[1]
+        conn = await asyncpg.connect(env.database_url)
+        try:  # what a restore killed while filling its copy leaves behind
+            await conn.execute(f'CREATE DATABASE "{db}__restore_20260101120000"')
+        finally:
+            await conn.close()
+        rollback = runs.create(s.store, kind="rollback", env="staging", requested_by=ALICE, channel=CHANNEL,
+                               status="running", plan={"target": "20260101_110000", "backups": []})
+        steps.start(s.store, rollback, "restore", "Restore into a new database", position=0)
+        ended = runs.create(s.store, kind="migrate", env="prod", requested_by=ALICE, channel=CHANNEL,
+                            status="succeeded")
+        locks.acquire(s.store, "staging", run_id=rollback, holder=ALICE)
+        locks.acquire(s.store, "prod", run_id=ended, holder=ALICE)  # the bot died before releasing it
+
+        assert await s.wf.run(recover(s.wf)) == [rollback]
+        await s.settle()
+        run = runs.get(s.store, rollback)
+        assert run["status"] == "interrupted"
+        assert f"database {db} exists" in run["error"]
+        assert f"{db}__restore_20260101120000" in run["error"] and "nothing was re-run" in run["error"]
+        assert locks.holder_of(s.store, "staging") is None and locks.holder_of(s.store, "prod") is None

@@ -213,3 +213,13 @@ async def test_a_migration_edited_after_approval_is_not_applied(stack: BotStack)
     text = stack.text_of(stack.last_run_message())
     assert "FAILED" in text and "changed on disk since it was shown for approval" in text, text
     assert await applied(stack.config.environment("staging").database_url) == []
+
+
+async def test_answers_reach_the_person_where_the_bot_cannot_post(stack: BotStack) -> None:
+    """A private channel the bot is not in: chat.postEphemeral fails, the response_url still works."""
+    private = "C0PRIVATE"
+    await stack.driver.slash(ALICE, "/migrate", "status staging", private)
+    await stack.settle()
+    assert [c.error for c in stack.slack.calls_to("chat.postEphemeral")] == ["channel_not_found"]
+    answers = [m.text for m in stack.slack.ephemerals(private, ALICE)]
+    assert any("Migration status of staging" in t for t in answers), answers
