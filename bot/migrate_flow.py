@@ -19,7 +19,7 @@ from bot.render import messages
 from bot.run_open import open_run, post_or_cancel, preparing, release
 from bot.workflow import Workflow
 from state import checklist as ticks_state
-from state import runs
+from state import locks, runs
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,13 @@ async def request_run(wf: Workflow, env: Environment, actor: Actor, *, scheduled
 
 async def post_sql(wf: Workflow, env: Environment, run: dict[str, Any]) -> None:
     """Every pending migration's SQL in the thread, for the "Review migration files" item."""
+    from actions.migrations_dir import load_migration
+
     for m in run["plan"]["migrations"]:
-        path = Path(env.migrations_dir) / m["name"] / "migration.sql"
         try:
-            sql = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            sql = f"(cannot read {path}: {exc.strerror})"
+            sql = load_migration(Path(env.migrations_dir) / m["name"]).sql
+        except ActionError as exc:
+            sql = f"({exc})"
         text, blocks = messages.migration_sql(m["name"], sql, transactional=m.get("transactional", True))
         await wf.reply(run, text, blocks)
 
@@ -137,14 +138,15 @@ async def tick(wf: Workflow, run_id: int, actor: Actor, selected: list[str]) -> 
 
 
 async def abort_env(wf: Workflow, env: Environment, actor: Actor) -> None:
-    """`/migrate abort ENV`: the open run of that environment."""
-    open_runs = runs.open_runs(wf.store, env.name)
-    if not open_runs:
-        await tell(wf, actor, messages.notice(f"No open run on {env.name}; nothing to abort."))
-        return
+    """`/migrate abort ENV`: the run holding the environment (a terminate may be open beside it)."""
     from bot.run_controls import abort
 
-    await abort(wf, open_runs[-1]["id"], actor)
+    holder = locks.holder_of(wf.store, env.name)
+    open_runs = runs.open_runs(wf.store, env.name)
+    if holder is None and not open_runs:
+        await tell(wf, actor, messages.notice(f"No open run on {env.name}; nothing to abort."))
+        return
+    await abort(wf, holder["run_id"] if holder else open_runs[-1]["id"], actor)
 
 
 async def show_status(wf: Workflow, env: Environment, actor: Actor) -> None:

@@ -10,12 +10,13 @@ happened; people decide what comes next. Environment locks whose run is no longe
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from actions.errors import ActionError
 from bot.config import Environment
 from bot.workflow import Workflow
-from state import locks, runs, steps
+from state import dedup, locks, runs, steps
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 async def recover(wf: Workflow) -> list[int]:
     """Re-render open runs; examine and close the ones that were executing. Returns their ids."""
     _release_stale_locks(wf)
+    # retries and double submits come within seconds; a week of keys is plenty
+    dedup.forget_older_than(wf.store, (datetime.now(UTC) - timedelta(days=7)).isoformat(timespec="milliseconds"))
     examined = []
     for run in runs.open_runs(wf.store):
         if run["status"] == "running" and run["id"] not in wf.executing:

@@ -42,11 +42,21 @@ async def execute(wf: Workflow, run_id: int, user: str) -> None:
             if not undone.ok:
                 result["logs"] = undone.logs
                 note["detail"] = f"failed: {(undone.logs or '')[:300]}"
-                raise StepFailed(f"the inverse SQL of `{name}` failed and was rolled back: {undone.logs or ''}")
+                if run["plan"].get("transactional", True):
+                    raise StepFailed(f"the inverse SQL of `{name}` failed and was rolled back, so nothing changed: "
+                                     f"{undone.logs or ''}")
+                reached = f" at {undone.statement}" if undone.statement else ""
+                raise StepFailed(f"the inverse SQL of `{name}` runs outside a transaction and failed{reached}: the "
+                                 f"statements before it stay applied, and `{name}` is still recorded as applied. "
+                                 f"Finish or undo them by hand. {undone.logs or ''}")
             note["detail"] = f"inverse SQL ran and the row was removed ({bk.duration(undone.duration)})"
         async with step(wf, run_id, "status", "Migration status", 2) as note:
             status = await migration_status(env.migration_url, env.migrations_dir)
-            note["detail"] = f"`{name}` is {'pending again' if name in status.pending else 'NOT pending'}"
+            if name not in status.pending:
+                note["detail"] = f"`{name}` is NOT pending"
+                raise StepFailed(f"the inverse SQL ran but `{name}` is not pending afterwards; check "
+                                 f"`/migrate status {env.name}`")
+            note["detail"] = f"`{name}` is pending again"
         result["summary"] = (f"`{name}` was undone; it is pending again. Backup `{result['backup_id']}` "
                              "was taken first.")
         conclude(wf, run_id, user, status="succeeded", result=result)

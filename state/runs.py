@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bot.redact import redact, redact_obj
 from state.store import Store, now_iso
 
 OPEN = ("awaiting", "scheduled", "running")
@@ -30,7 +31,14 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: (json.dumps(v) if k in _JSON_FIELDS and v is not None else v) for k, v in fields.items()}
+    """JSON for the structured fields; every string redacted before it is stored."""
+    out: dict[str, Any] = {}
+    for k, v in fields.items():
+        if k in _JSON_FIELDS and v is not None:
+            out[k] = json.dumps(redact_obj(v))
+        else:
+            out[k] = redact(v) if isinstance(v, str) and k in ("error", "decision") else v
+    return out
 
 
 def create(store: Store, *, kind: str, env: str, requested_by: str, channel: str,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from bot.redact import redact
 from state.store import Store, now_iso
 
 
@@ -32,7 +33,7 @@ def plan(store: Store, run_id: int, name: str, label: str, *, position: int) -> 
 
 def note(store: Store, run_id: int, name: str, detail: str) -> None:
     with store.lock:
-        store.db["steps"].update((run_id, name), {"detail": detail})
+        store.db["steps"].update((run_id, name), {"detail": redact(detail)})
 
 
 def finish(store: Store, run_id: int, name: str, status: str, *, detail: str | None = None) -> None:
@@ -43,7 +44,7 @@ def finish(store: Store, run_id: int, name: str, status: str, *, detail: str | N
         duration = (datetime.fromisoformat(stamp) - datetime.fromisoformat(rows[0]["started_at"])).total_seconds()
     fields: dict[str, Any] = {"status": status, "finished_at": stamp, "duration": duration}
     if detail is not None:
-        fields["detail"] = detail
+        fields["detail"] = redact(detail)
     with store.lock:
         store.db["steps"].update((run_id, name), fields)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 import sys
@@ -45,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve(config, token, secret, app_token, args))
     except OSError as exc:
-        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port") from None
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port "
+                           "or --host") from None
+        raise CliError(f"cannot run the bot: {exc.strerror or exc} ({exc.filename or 'no file'})") from None
     return EXIT_OK  # stopped by SIGINT/SIGTERM
 
 
