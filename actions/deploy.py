@@ -98,7 +98,7 @@ def refuse_unsafe_state(status: MigrationStatus) -> None:
 async def _run_one(conn: asyncpg.Connection, migration: LocalMigration, settings: RunSettings,
                    watch: BlockerWatch, on_event: EventCallback | None) -> tuple[bool, AppliedMigration | None,
                                                                                FailedMigration | None]:
-    row_id, started_at = await prisma_table.insert_started(conn, migration.name, migration.checksum)
+    row_id = await prisma_table.insert_started(conn, migration.name, migration.checksum)
     await emit_safely(on_event, DeployEvent("started", migration.name))
     finish = prisma_table.finish_sql(row_id)
 
@@ -123,7 +123,8 @@ async def _run_one(conn: asyncpg.Connection, migration: LocalMigration, settings
         return True, applied, None
     logs = outcome.logs or "unknown error"
     await prisma_table.mark_failed(conn, row_id, logs)
-    failed = FailedMigration(migration.name, started_at, logs, outcome.statement, outcome.attempts)
+    failed = FailedMigration(migration.name, await prisma_table.started_at(conn, row_id), logs, outcome.statement,
+                             outcome.attempts)
     await emit_safely(on_event, DeployEvent("failed", migration.name, attempt=outcome.attempts,
                                             duration=outcome.duration, blockers=outcome.blockers, logs=logs,
                                             statement=outcome.statement))

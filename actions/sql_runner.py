@@ -118,11 +118,17 @@ async def run_atomic(conn: asyncpg.Connection, sql: str, *, name: str, settings:
         try:
             async with watch.watching(pid):
                 # one round trip, simple protocol: the whole file at once as Prisma sends it, inside
-                # our transaction with its lock and statement timeouts (error positions are shifted back)
-                await conn.execute(prefix + sql)
+                # our transaction with its lock and statement timeouts (error positions are shifted back).
+                # With nothing to do in between, the row update and COMMIT ride along: a failing
+                # statement skips the rest of the string and leaves the transaction aborted.
+                if in_transaction is None:
+                    finish = f"{before_commit_sql};\n" if before_commit_sql else ""
+                    await conn.execute(f"{prefix}{sql}\n;\n{finish}COMMIT")
+                else:
+                    await conn.execute(prefix + sql)
             if in_transaction is not None:
                 await in_transaction(conn)
-            await conn.execute(f"{before_commit_sql};\nCOMMIT" if before_commit_sql else "COMMIT")
+                await conn.execute(f"{before_commit_sql};\nCOMMIT" if before_commit_sql else "COMMIT")
             return RunOutcome(True, attempt, time.monotonic() - t0)
         except asyncpg.LockNotAvailableError as exc:
             await _rollback(conn)
