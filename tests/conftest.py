@@ -32,6 +32,19 @@ def pg_server() -> Iterator[pgserver.Server]:
     yield server
 
 
+@pytest.fixture(scope="session")
+def server_major(pg_server: pgserver.Server) -> int:
+    """The test server's major version (15 for the local one, newer for the embedded one)."""
+    async def ask() -> int:
+        conn = await asyncpg.connect(pg_server.admin_url)
+        try:
+            return conn.get_server_version().major
+        finally:
+            await conn.close()
+
+    return asyncio.run(ask())
+
+
 @pytest.fixture
 def database(pg_server: pgserver.Server) -> Iterator[str]:
     """Name of a fresh, empty database, dropped (with every copy named after it) afterwards."""
@@ -58,6 +71,24 @@ def shared_path(*parts: str) -> Path:
 def umami_migrations() -> Path:
     """The real Prisma migrations folder of Umami (19 migrations)."""
     return shared_path("corpus", "umami", "migrations")
+
+
+@pytest.fixture
+def umami_deployable(umami_migrations: Path, pg_server: pgserver.Server) -> Path:
+    """The umami folder, for tests that apply it: its first migration creates pgcrypto."""
+    folder = umami_migrations
+
+    async def has_pgcrypto() -> bool:
+        conn = await asyncpg.connect(pg_server.admin_url)
+        try:
+            return bool(await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'pgcrypto'"))
+        finally:
+            await conn.close()
+
+    if not asyncio.run(has_pgcrypto()):
+        pytest.skip(f"the {pg_server.kind} PostgreSQL server has no pgcrypto extension, which umami's first "
+                    "migration creates")
+    return folder
 
 
 @pytest.fixture

@@ -95,3 +95,28 @@ async def drop_databases_like(server: Server, prefix: str) -> None:
             await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+def with_password(url: str, password: str) -> str:
+    """The same URL carrying ``password`` (trust auth accepts any), for TCP and socket URLs alike.
+
+    >>> with_password("postgresql://postgres@127.0.0.1:5432/db", "pw")
+    'postgresql://postgres:pw@127.0.0.1:5432/db'
+    >>> with_password("postgresql://postgres:@/db?host=/tmp/x", "pw")
+    'postgresql://postgres:pw@/db?host=/tmp/x'
+    """
+    parts = urlsplit(url)
+    user, _, host = parts.netloc.rpartition("@")
+    user = user.split(":", 1)[0] or "postgres"
+    return urlunsplit((parts.scheme, f"{user}:{password}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def with_user(url: str, user: str) -> str:
+    """The same URL logging in as ``user`` (no password: trust auth), for TCP and socket URLs.
+
+    >>> with_user("postgresql://postgres:@/db?host=/tmp/x", "owner")
+    'postgresql://owner@/db?host=/tmp/x'
+    """
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"{user}@{host}", parts.path, parts.query, parts.fragment))

@@ -7,6 +7,7 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -25,6 +26,7 @@ from actions.errors import ActionError
 from actions.restore import drop_previous, fit_name, list_previous_databases, restore
 from actions.retention import prune
 from bot.config import Retention
+from tests.pgserver import with_password, with_user
 
 ENV = "staging"
 
@@ -34,6 +36,14 @@ async def _exec(url: str, *sql: str) -> None:
     try:
         for s in sql:
             await conn.execute(s)
+    finally:
+        await conn.close()
+
+
+async def _server_version(url: str) -> Any:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        return conn.get_server_version()
     finally:
         await conn.close()
 
@@ -114,7 +124,7 @@ def seeded(database_url: str) -> str:
 
 
 async def test_backup_writes_verified_archive_and_manifest(seeded: str, backup_dir: Path) -> None:
-    url = seeded.replace("postgres@", "postgres:s3cret-pw@")  # trust auth: any password works
+    url = with_password(seeded, "s3cret-pw")  # trust auth: any password works
     progress: list[backup_mod.BackupProgress] = []
 
     async def on_progress(p: backup_mod.BackupProgress) -> None:  # async callbacks are awaited
@@ -176,8 +186,9 @@ async def test_preflight_refuses_without_a_suitable_pg_dump(seeded: str, backup_
     empty.mkdir()
     checks = await preflight(seeded, backup_dir, ENV, tool_dirs=[empty])
     tool = next(c for c in checks if c.name == "pg_dump")
-    assert not tool.ok and "apt-get install postgresql-client-15" in tool.message
-    with pytest.raises(ActionError, match="postgresql-client-15"):
+    major = (await _server_version(seeded)).major  # 15 locally, 18 with the embedded server
+    assert not tool.ok and f"apt-get install postgresql-client-{major}" in tool.message
+    with pytest.raises(ActionError, match=f"postgresql-client-{major}"):
         await take_backup(seeded, backup_dir, ENV, reason="x", requested_by="t", tool_dirs=[empty])
     assert list_backups(backup_dir, ENV) == []
 
@@ -208,16 +219,18 @@ def test_password_stays_off_the_command_line() -> None:
     assert conninfo == "host='/var/run/postgresql' user='app' dbname='prod'"
 
 
-async def test_failed_dump_leaves_nothing_and_reports_stderr(seeded: str, backup_dir: Path, tmp_path: Path) -> None:
+async def test_failed_dump_leaves_nothing_and_reports_stderr(seeded: str, backup_dir: Path, tmp_path: Path,
+                                                             server_major: int) -> None:
     # a pg_dump that fails after writing part of its file, as on a full disk
     fake = tmp_path / "tools"
     fake.mkdir()
     script = fake / "pg_dump"
-    script.write_text('#!/bin/sh\nif [ "$1" = --version ]; then echo "pg_dump (PostgreSQL) 15.0"; exit 0; fi\n'
+    version = f"pg_dump (PostgreSQL) {server_major}.0"
+    script.write_text(f'#!/bin/sh\nif [ "$1" = --version ]; then echo "{version}"; exit 0; fi\n'
                       'while [ "$1" != -f ]; do shift; done; echo partial > "$2"\n'
                       'echo "pg_dump: error: could not write to output file: No space left on device" >&2; exit 1\n')
     script.chmod(0o755)
-    restore_tool = pgtools.find_pg_tool("pg_restore", 15)
+    restore_tool = pgtools.find_pg_tool("pg_restore", server_major)
     (fake / "pg_restore").symlink_to(restore_tool.path)
     with pytest.raises(ActionError, match=r"pg_dump failed: .*No space left on device"):
         await take_backup(seeded, backup_dir, ENV, reason="x", requested_by="t", tool_dirs=[fake])
@@ -227,7 +240,7 @@ async def test_failed_dump_leaves_nothing_and_reports_stderr(seeded: str, backup
 # --- restores -----------------------------------------------------------------------------------------------
 
 
-async def test_round_trip_restore_swaps_and_keeps_everything(seeded: str, backup_dir: Path) -> None:
+async def test_round_trip_restore_swaps_and_keeps_everything(seeded: str, backup_dir: Path, server_major: int) -> None:
     before = await _fingerprint(seeded)
     info = await take_backup(seeded, backup_dir, ENV, reason="before migration", requested_by="t")
     await _change(seeded)
@@ -248,7 +261,7 @@ async def test_round_trip_restore_swaps_and_keeps_everything(seeded: str, backup
     scratch = database_name(seeded) + "_scratch"
     await _exec(with_database(seeded, "postgres"), f'CREATE DATABASE "{scratch}"')
     conninfo, env = pgtools.libpq_args(with_database(seeded, scratch))
-    tool = pgtools.find_pg_tool("pg_restore", 15)
+    tool = pgtools.find_pg_tool("pg_restore", server_major)
     await pgtools.run_tool([tool.path, "--no-owner", "-d", conninfo, snap.dump_path], env, timeout=60, what="t")
     assert await _fingerprint(with_database(seeded, scratch)) == changed
     # no half-restored copy remains, and every step was reported with its timing
@@ -442,7 +455,7 @@ async def test_in_place_works_for_an_owner_without_createdb(database_url: str, d
     role = f"{database}_owner"
     admin = with_database(database_url, "postgres")
     await _exec(admin, f'CREATE ROLE "{role}" LOGIN NOCREATEDB', f'ALTER DATABASE "{database}" OWNER TO "{role}"')
-    as_owner = database_url.replace("postgres@", f"{role}@")
+    as_owner = with_user(database_url, role)
     try:
         await _exec(database_url, f'ALTER SCHEMA public OWNER TO "{role}"')
         await _seed(as_owner)

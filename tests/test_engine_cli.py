@@ -9,6 +9,7 @@ import pytest
 
 from bot.cli import main
 from tests.engine_helpers import make_migrations
+from tests.pgserver import with_password
 
 PASSWORD = "s3cret-Pa55word"
 
@@ -16,7 +17,7 @@ PASSWORD = "s3cret-Pa55word"
 @pytest.fixture
 def setup(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     # trust auth accepts any password: the URL carries one so we can check it never leaks
-    url = database_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
+    url = with_password(database_url, PASSWORD)
     assert PASSWORD in url
     folder = make_migrations(tmp_path / "m", {
         "01_a": "CREATE TABLE a (x int);",

@@ -19,21 +19,21 @@ from tests.engine_helpers import fetchval, make_migrations, rows
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
-async def test_umami_corpus_is_recorded_like_prisma(database_url: str, umami_migrations: Path) -> None:
-    result = await deploy(database_url, umami_migrations)
+async def test_umami_corpus_is_recorded_like_prisma(database_url: str, umami_deployable: Path) -> None:
+    result = await deploy(database_url, umami_deployable)
     assert result.ok and len(result.applied) == 19
     recorded = await rows(database_url)
     assert len(recorded) == 19
     for row in recorded:
-        expected = hashlib.sha256((umami_migrations / row["migration_name"] / "migration.sql").read_bytes()).hexdigest()
+        expected = hashlib.sha256((umami_deployable / row["migration_name"] / "migration.sql").read_bytes()).hexdigest()
         assert row["checksum"] == expected
         assert UUID4.match(row["id"])
         assert row["finished_at"] is not None and row["rolled_back_at"] is None
         assert row["applied_steps_count"] == 1 and row["logs"] is None
-    assert [r["migration_name"] for r in recorded] == sorted(p.name for p in umami_migrations.iterdir() if p.is_dir())  # noqa: ASYNC240
-    status = await migration_status(database_url, umami_migrations)
+    assert [r["migration_name"] for r in recorded] == sorted(p.name for p in umami_deployable.iterdir() if p.is_dir())  # noqa: ASYNC240
+    status = await migration_status(database_url, umami_deployable)
     assert status.up_to_date and status.last_applied == "19_add_session_replay"
-    again = await deploy(database_url, umami_migrations)
+    again = await deploy(database_url, umami_deployable)
     assert again.applied == [] and again.pending == []
     assert len(await rows(database_url)) == 19
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from actions.db import database_name
 from bot.local_slack import LocalSlack
 from bot.slack_requests import SlackDriver
 from state import locks, runs
@@ -165,7 +166,7 @@ async def test_recovery_explains_an_interrupted_restore_and_frees_stale_locks(ma
 
     async with make_stack() as s:
         env = s.config.environment("staging")
-        db = env.database_url.rsplit("/", 1)[1]
+        db = database_name(env.database_url)
         conn = await asyncpg.connect(env.database_url)
         try:  # what a restore killed while filling its copy leaves behind
             await conn.execute(f'CREATE DATABASE "{db}__restore_20260101120000"')

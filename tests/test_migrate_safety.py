@@ -25,6 +25,7 @@ from tests.botstack import (
     wait_for,
     write_migrations,
 )
+from tests.pgserver import with_password
 
 SLOW = {
     "20240101000000_init": 'CREATE TABLE "users" ("id" SERIAL PRIMARY KEY, "email" TEXT NOT NULL);',
@@ -184,12 +185,9 @@ async def test_restart_with_an_open_run_keeps_its_message_working(make_stack: St
 async def test_no_password_reaches_slack(tmp_path: Path, pg_server: pgserver.Server, database: str,
                                          prod_database: str) -> None:
     password = "Sup3rS3cretPw"
-    def with_password(url: str) -> str:
-        return url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
-
     write_migrations(tmp_path / "migrations", FAILING)
-    config = make_config(tmp_path, with_password(pg_server.url_for(database)),
-                         with_password(pg_server.url_for(prod_database)).replace(":5432/", ":1/"))
+    refused = f"postgresql://postgres:{password}@127.0.0.1:1/{prod_database}"
+    config = make_config(tmp_path, with_password(pg_server.url_for(database), password), refused)
     async with bot_stack(config) as s:
         await s.slash(ALICE, "staging")
         await s.tick_all(ALICE)

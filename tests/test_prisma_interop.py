@@ -211,15 +211,15 @@ def assert_applied_like_prisma(row: dict, folder: Path) -> None:
 # ---------------------------------------------------------------------------------------------- 1 and 2: deploys
 
 async def test_prisma_applies_the_first_half_and_migrabot_the_rest(
-        project: PrismaProject, umami_migrations: Path, timer: None) -> None:
-    names = umami_names(umami_migrations)
+        project: PrismaProject, umami_deployable: Path, timer: None) -> None:
+    names = umami_names(umami_deployable)
     first, rest = names[:10], names[10:]
-    copy_umami(umami_migrations, project.migrations, first)
+    copy_umami(umami_deployable, project.migrations, first)
     run = await project.deploy()
     assert run.code == 0, run.output
     assert "All migrations have been successfully applied." in run.output
 
-    copy_umami(umami_migrations, project.migrations, rest)
+    copy_umami(umami_deployable, project.migrations, rest)
     status = await migration_status(project.url, project.migrations)
     assert status.applied == first and status.pending == rest
     assert status.failed == [] and status.modified == [] and status.missing == []
@@ -255,10 +255,10 @@ async def _table_shape(url: str) -> list[tuple]:
 
 
 async def test_migrabot_applies_everything_and_prisma_agrees_row_for_row(
-        project: PrismaProject, umami_migrations: Path, pg_server: pgserver.Server, prod_database: str,
+        project: PrismaProject, umami_deployable: Path, pg_server: pgserver.Server, prod_database: str,
         tmp_path: Path, timer: None) -> None:
-    names = umami_names(umami_migrations)
-    copy_umami(umami_migrations, project.migrations, names)
+    names = umami_names(umami_deployable)
+    copy_umami(umami_deployable, project.migrations, names)
     # migrabot through its CLI, as an operator would run it
     config = tmp_path / "migrabot.toml"
     config.write_text(f'[environments.test]\ndatabase_url = "{project.url}"\n'
@@ -278,7 +278,7 @@ async def test_migrabot_applies_everything_and_prisma_agrees_row_for_row(
 
     # the same folder deployed by Prisma into a twin database: same table, same rows
     twin = _make_project(tmp_path / "twin", pg_server.url_for(prod_database), project.cli)
-    copy_umami(umami_migrations, twin.migrations, names)
+    copy_umami(umami_deployable, twin.migrations, names)
     run = await twin.deploy()
     assert run.code == 0, run.output
     assert await _table_shape(project.url) == await _table_shape(twin.url)

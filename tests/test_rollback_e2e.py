@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from actions.backup import list_backups, take_backup
+from actions.db import database_name
 from state import audit, runs
 from tests.botstack import ALICE, BOB, CAROL, CHANNEL, DAVE, BotStack, StackFactory, applied
 from tests.test_migrate_safety import FAILING
@@ -96,7 +97,7 @@ async def test_staging_rollback_restores_the_chosen_backup_and_keeps_everything(
     env = stack.config.environment("staging")
     snapshots = [b for b in list_backups(env.backup_dir, "staging") if b.kind == "pre-restore"]
     assert len(snapshots) == 1 and snapshots[0].id in text
-    db = url.rsplit("/", 1)[1]
+    db = database_name(url)
     kept = await sql(url, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{db}__before_restore_%'")
     assert kept == 1
     assert stack.all_payloads_valid() == []
@@ -126,7 +127,7 @@ async def test_prod_rollback_needs_approvals_and_refuses_a_corrupt_backup(stack:
     assert "Failed" in text or "FAILED" in text, text
     assert "original database is untouched" in text
     assert await sql(url, "SELECT count(*) FROM users WHERE email = 'written-after@x'") == 1
-    db = url.rsplit("/", 1)[1]
+    db = database_name(url)
     assert await sql(url, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{db}\\_\\_%'") == 0
 
 
