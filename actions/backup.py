@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import difflib
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from actions import pgtools
+from actions.callbacks import call_safely
 from actions.db import connection
 from actions.errors import ActionError
 from actions.humanize import size
@@ -268,18 +268,6 @@ def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, directory / MANIFEST)
 
 
-async def _notify(callback: Callable[[Any], Any] | None, value: Any) -> None:
-    """Call a sync or async callback; a failing callback (Slack down) must not fail the backup."""
-    if callback is None:
-        return
-    try:
-        result = callback(value)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.warning("progress callback failed", exc_info=True)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -367,13 +355,15 @@ async def _run_dump(args: list[str | Path], env: dict[str, str], dump_path: Path
                 await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=min(interval, timeout - elapsed))
                 break
             except TimeoutError:
-                await _notify(on_progress, BackupProgress(_size(dump_path), time.monotonic() - start))
+                await call_safely(on_progress, BackupProgress(_size(dump_path), time.monotonic() - start),
+                                 "backup progress")
         err = (await stderr_task).decode(errors="replace")
         if proc.returncode != 0:
             raise ActionError(f"pg_dump failed: {pgtools.trim(err)}", code="pg_dump")
         if err.strip():
             log.info("pg_dump said: %s", pgtools.trim(err))
-        await _notify(on_progress, BackupProgress(_size(dump_path), time.monotonic() - start, done=True))
+        await call_safely(on_progress, BackupProgress(_size(dump_path), time.monotonic() - start, done=True),
+                          "backup progress")
     finally:
         await pgtools.kill(proc)
         if not stderr_task.done():

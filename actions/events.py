@@ -9,13 +9,13 @@ Slack update can never break a migration.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from actions.blockers import Blocker
+from actions.callbacks import call_safely
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,4 @@ EventCallback = Callable[[DeployEvent], Any]
 
 async def emit_safely(on_event: EventCallback | None, event: DeployEvent) -> None:
     """Call ``on_event`` (sync or async); log and swallow anything it raises."""
-    if on_event is None:
-        return
-    try:
-        result = on_event(event)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.exception("the on_event callback failed on a %s event (ignored)", event.kind)
+    await call_safely(on_event, event, f"on_event ({event.kind})")

@@ -25,7 +25,6 @@ the safety snapshot first and restores that snapshot if the restore fails.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import os
@@ -42,6 +41,7 @@ import asyncpg
 
 from actions import pgtools
 from actions.backup import BackupInfo, backup_problem, get_backup, server_facts, take_backup
+from actions.callbacks import call_safely
 from actions.db import connect, connection, database_name, quote_ident, with_database
 from actions.errors import ActionError
 
@@ -96,14 +96,7 @@ class _Steps:
 
     async def emit(self, step: RestoreStep) -> None:
         self.steps.append(step)
-        if self.on_step is None:
-            return
-        try:
-            result = self.on_step(step)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:  # a Slack hiccup must not break a restore half-way
-            log.warning("restore step callback failed", exc_info=True)
+        await call_safely(self.on_step, step, "restore step")  # a Slack hiccup must not break a restore
 
     @asynccontextmanager
     async def step(self, name: str) -> AsyncIterator[dict[str, str]]:
