@@ -41,7 +41,7 @@ async def recover(wf: Workflow) -> list[int]:
 
 
 def _release_stale_locks(wf: Workflow) -> None:
-    for row in list(wf.store.db["locks"].rows):
+    for row in locks.all_locks(wf.store):
         run = runs.get(wf.store, row["run_id"])
         if run is None or run["status"] not in runs.OPEN:
             locks.release(wf.store, row["env"], row["run_id"])

@@ -32,6 +32,10 @@ def holder_of(store: Store, env: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def all_locks(store: Store) -> list[dict[str, Any]]:
+    return list(store.db["locks"].rows)
+
+
 def release(store: Store, env: str, run_id: int) -> bool:
     """Release the lock if ``run_id`` holds it."""
     with store.lock:
