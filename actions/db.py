@@ -141,10 +141,15 @@ async def connection(url: str, **kwargs: Any) -> AsyncIterator[asyncpg.Connectio
     try:
         yield conn
     finally:
-        try:
-            await asyncio.wait_for(conn.close(), timeout=5)
-        except Exception:
-            conn.terminate()
+        await close_quietly(conn)
+
+
+async def close_quietly(conn: asyncpg.Connection) -> None:
+    """Close politely within 5 s, else cut the connection: closing must never hang or raise."""
+    try:
+        await asyncio.wait_for(conn.close(), timeout=5)
+    except Exception:
+        conn.terminate()
 
 
 def quote_ident(name: str) -> str:

@@ -23,7 +23,7 @@ import asyncpg
 from actions import prisma_table
 from actions.advisory_lock import migration_lock
 from actions.blockers import Blocker, BlockerWatch
-from actions.db import connect
+from actions.db import close_quietly, connect
 from actions.errors import ActionError
 from actions.events import DeployEvent, EventCallback, emit_safely
 from actions.migrations_dir import LocalMigration, read_migrations
@@ -189,10 +189,7 @@ async def deploy(url: str, migrations_dir: Path, *, lock_timeout: float = 1.0,
             return result
     finally:
         await watch.close()
-        try:
-            await conn.close(timeout=5)
-        except Exception:
-            conn.terminate()
+        await close_quietly(conn)
 
 
 def _safe_bool(check: Callable[[], bool]) -> bool:

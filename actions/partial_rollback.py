@@ -22,7 +22,7 @@ import asyncpg
 from actions import prisma_table
 from actions.advisory_lock import migration_lock
 from actions.blockers import BlockerWatch
-from actions.db import connect, connection
+from actions.db import close_quietly, connect, connection
 from actions.errors import ActionError
 from actions.events import DeployEvent, EventCallback, emit_safely
 from actions.migrations_dir import DOWN_FILES, MIGRATION_FILE, sha256_hex
@@ -149,7 +149,4 @@ async def undo_last(url: str, migrations_dir: Path, *, expected_migration: str, 
                               outcome.logs, outcome.statement)
     finally:
         await watch.close()
-        try:
-            await conn.close(timeout=5)
-        except Exception:
-            conn.terminate()
+        await close_quietly(conn)
