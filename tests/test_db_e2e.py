@@ -300,4 +300,7 @@ async def test_terminate_what_blocks_a_running_migration(tmp_path: Path, make_st
             await wait_for(lambda: runs.get(s.store, run_id)["status"] != "running", timeout=30)
             await s.settle()
             assert runs.get(s.store, run_id)["status"] == "succeeded"
+            retries = [r for r in s.slack.message(CHANNEL, migration.ts).replies if "retrying with backoff" in r.text]
+            assert len(retries) == 1, "the thread hears about each blocker once, not on every retry"
+            assert str(chain.pid) in str(retries[0].blocks)
         assert s.all_payloads_valid() == []
