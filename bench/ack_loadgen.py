@@ -14,8 +14,8 @@ import time
 
 import aiohttp
 
-from bot.local_slack import LocalSlack
-from bot.slack_requests import Answer, SlackDriver, sign_request
+from bot.simulator.local_slack import LocalSlack
+from bot.simulator.slack_requests import Answer, SlackDriver, sign_request
 
 CHANNEL = "C0BENCH01"
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.render import messages
 from bot.workflow import Workflow
+from state.runs import Run
 
 
 @dataclass
@@ -30,7 +31,7 @@ async def tell(wf: Workflow, actor: Actor, text_blocks: tuple[str, list[dict[str
         await wf.slack.respond(actor.response_url, text, blocks)
 
 
-async def refuse(wf: Workflow, actor: Actor, reason: str, *, run: dict[str, Any] | None = None,
+async def refuse(wf: Workflow, actor: Actor, reason: str, *, run: Run | None = None,
                  env: str | None = None, action: str = "refused") -> None:
     wf.audit(actor.user, action, run=run, env=env, detail=reason)
     await tell(wf, actor, messages.refusal(reason))

@@ -14,8 +14,11 @@ from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import scheduler
 from bot.config import Config
 from bot.redact import register_secret
+from bot.runs import recovery, scheduled
+from bot.runs.registry import EXECUTORS
 from bot.slack_out import SlackOut
 from bot.workflow import Workflow
 from handlers import register_all
@@ -46,7 +49,8 @@ def build_app(config: Config, store: Store, *, token: str, signing_secret: str |
                    request_verification_enabled=signing_secret is not None,
                    process_before_response=False, raise_error_for_unhandled_request=False)
     # the workflow's own client: it lives on the worker loop, Bolt's on the serving loop
-    wf = Workflow(config, store, SlackOut(_client(token, api_url)), update_interval=update_interval)
+    wf = Workflow(config, store, SlackOut(_client(token, api_url)), update_interval=update_interval,
+                  executors=EXECUTORS)
     register_all(app, wf)
     return app, wf
 
@@ -72,8 +76,8 @@ def http_application(app: AsyncApp, wf: Workflow, path: str = "/slack/events") -
 
 
 async def start_background(wf: Workflow) -> Any:
-    """What runs beside the listeners: restart recovery, then the scheduler."""
-    from bot import recovery, scheduler
-
+    """What runs beside the listeners: restart recovery, then the scheduler and the scheduled run starts."""
     await wf.run(recovery.recover(wf))
-    return await wf.run(scheduler.start(wf))  # its jobs then run on the worker loop too
+    started = await wf.run(scheduler.start(wf))  # its jobs then run on the worker loop too
+    await wf.run(scheduled.restore_run_starts(wf))
+    return started

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 from bot.redact import redact, redact_obj, register_env_secrets, register_secret
 
@@ -406,6 +407,8 @@ def _cron(value: Any, path: str, ctx: _Ctx) -> str | None:
         ctx.problem(path, f'expected a cron expression with 5 fields like "0 9 * * 1-5", got "{s}"')
         return None
     try:
+        # imported here: APScheduler is needed only where a cron is configured, and every CLI command
+        # loads the configuration (start-up speed)
         from apscheduler.triggers.cron import CronTrigger
 
         CronTrigger.from_crontab(s)
@@ -514,6 +517,8 @@ def _parse_table(raw: Any, keys: dict[str, Parser], path: str, ctx: _Ctx) -> dic
 def _pool_from(values: dict[str, Any], environ: Mapping[str, str], path: str, ctx: _Ctx) -> PoolSettings:
     """Pool settings: the environment's keys, else the runbook's DB_POOL_* variables, else defaults."""
     defaults = PoolSettings()
+        # imported here: APScheduler is needed only where a cron is configured, and every CLI command
+        # loads the configuration (start-up speed)
     result = {}
     for key, attr, default in (
         ("DB_POOL_MIN", "min", defaults.min),
@@ -627,8 +632,6 @@ def check_config_data(data: dict[str, Any], *, environ: Mapping[str, str] | None
         _check_cross_references(declared, ctx)
     timezone = bot.get("timezone", "UTC")
     try:
-        from zoneinfo import ZoneInfo
-
         ZoneInfo(timezone)
     except Exception:
         ctx.problem("bot.timezone", f'unknown time zone "{timezone}" (e.g. "Europe/Berlin", "UTC")')

@@ -2,11 +2,12 @@
 
     scheduler = await start(wf)           # from bot.app.start_background; scheduler.shutdown() at exit
 
-Jobs, each a plain async function that can also be called directly (tests do):
+APScheduler keeps its jobs in memory only: what must survive a restart is in migrabot's own
+state (the ``schedules`` table), and the scheduled run starts are re-created from it by
+:func:`bot.runs.scheduled.restore_run_starts` through :func:`add_date_job`.
 
-* scheduled run starts, re-created from the ``schedules`` table (:mod:`bot.schedules`); one
-  past due by less than ``grace`` fires at once, one later than that is marked missed and its
-  run expires (a migration does not start hours late because the bot was down);
+Recurring jobs, each a plain async function that can also be called directly (tests do):
+
 * ``report_cron`` per environment: :func:`post_daily_report` posts `/db report` to ``env.channel``;
 * ``health_cron`` per environment: :func:`watch_health` posts only when a check fails;
 * backup retention (:func:`prune_backups`), daily at :data:`RETENTION_TIME`, where configured;
@@ -24,30 +25,28 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from actions.errors import ActionError
-from bot import schedules
-from bot.actor import Actor
+from actions.health import health_check
+from actions.report import monitoring_report
+from actions.retention import prune
 from bot.config import Config, Environment
-from bot.render import blocks as bk
-from bot.render import reports
+from bot.render import messages, reports
 from bot.workflow import Workflow
-from state import runs
-from state import schedules as rows
+from state import runs, schedules
 
 log = logging.getLogger(__name__)
 RETENTION_TIME = (3, 30)  # hour, minute in the configured time zone
-MISSED_GRACE = 15 * 60.0  # seconds: a start at most this late still happens after a restart
 BOT = "scheduler"
 
 
-async def start(wf: Workflow, *, sweep_interval: float = 30.0, grace: float = MISSED_GRACE) -> AsyncIOScheduler:
-    """Start the scheduler on the running loop with every job; ``wf.scheduler`` is set to it."""
+async def start(wf: Workflow, *, sweep_interval: float = 30.0) -> AsyncIOScheduler:
+    """Start the scheduler on the running loop with the recurring jobs; ``wf.scheduler`` is set to it."""
     scheduler = AsyncIOScheduler(timezone=wf.config.timezone)
     scheduler.start()
-    wf.scheduler = scheduler  # type: ignore[attr-defined]
-    await restore_run_starts(wf, grace=grace)
+    wf.scheduler = scheduler
     for env in wf.config.environments.values():
         if env.report_cron:
             _cron(wf, scheduler, f"report:{env.name}", env.report_cron, post_daily_report, env)
@@ -100,75 +99,75 @@ def recurring_jobs(config: Config) -> list[str]:
     return out
 
 
-# --- scheduled run starts ----------------------------------------------------------------------------
+# --- one-off jobs (scheduled run starts) ----------------------------------------------------------
 
 
-async def restore_run_starts(wf: Workflow, *, grace: float = MISSED_GRACE, now: datetime | None = None) -> None:
-    """Re-create the jobs of pending run starts after a restart; handle the ones that came due meanwhile."""
-    now = now or datetime.now(UTC)
-    for row in rows.pending_run_starts(wf.store):
-        at = datetime.fromisoformat(row["run_at"])
-        late = (now - at).total_seconds()
-        if late > grace:
-            await schedules.expire_missed(wf, row["id"], late)
-        elif late >= 0:
-            wf.spawn(schedules.fire_run(wf, row["id"]), f"fire-{row['id']}")
-        else:
-            schedules.add_job(wf, row["id"], at)
+def run_start_job_id(schedule_id: str) -> str:
+    return f"schedule:{schedule_id}"
+
+
+def add_date_job(wf: Workflow, job_id: str, at: datetime, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``job`` once at ``at`` (nothing when the scheduler is not running, e.g. in the CLI: the row
+    in ``schedules`` is the truth, and the job is made again when the bot starts)."""
+    scheduler = wf.scheduler
+    if scheduler is None or not scheduler.running:
+        log.warning("no scheduler running: job %s is stored and made again when the bot starts", job_id)
+        return
+    scheduler.add_job(job, DateTrigger(run_date=at), id=job_id, replace_existing=True,
+                      misfire_grace_time=None, coalesce=True)
+
+
+def remove_job(wf: Workflow, job_id: str) -> None:
+    scheduler = wf.scheduler
+    if scheduler is not None and scheduler.get_job(job_id):
+        scheduler.remove_job(job_id)
 
 
 # --- recurring jobs ----------------------------------------------------------------------------------
 
 
-def _channel_actor(env: Environment) -> Actor | None:
+def _channel(env: Environment) -> str | None:
     if not env.channel:
         log.warning("%s has a scheduled job but no channel to post to: set channel in its configuration", env.name)
         return None
-    return Actor(user=BOT, channel=env.channel)
+    return env.channel
 
 
 async def post_daily_report(wf: Workflow, env: Environment) -> str | None:
     """``report_cron``: the `/db report` of ``env`` in its channel."""
-    from actions.report import monitoring_report
-
-    if _channel_actor(env) is None:
+    channel = _channel(env)
+    if channel is None:
         return None
-
     try:
         report = await monitoring_report(env.migration_url, long_query_threshold=env.long_query_threshold,
                                          timeout=env.connect_timeout)
     except ActionError as exc:
         wf.audit(BOT, "report_failed", env=env.name, detail=str(exc))
-        text = f":warning: The scheduled report of {env.name} could not run: {exc}"
-        return await wf.slack.post(env.channel or "", text, [bk.section(text)])
+        return await wf.slack.post(channel, *messages.scheduled_report_failed(env.name, str(exc)))
     text, blocks = reports.report_message(env.name, report)
     wf.audit(BOT, "db_report", env=env.name, detail="scheduled")
-    return await wf.slack.post(env.channel or "", text, blocks)
+    return await wf.slack.post(channel, text, blocks)
 
 
 async def watch_health(wf: Workflow, env: Environment) -> str | None:
     """``health_cron``: a health check that posts to the channel only when something fails."""
-    from actions.health import health_check
-
-    actor = _channel_actor(env)
+    channel = _channel(env)
     health = await health_check(env, timeout=env.connect_timeout)
     wf.audit(BOT, "health_check", env=env.name, detail=health.verdict)
-    if actor is None or health.verdict != "fail":
+    if channel is None or health.verdict != "fail":
         return None
     text, blocks = reports.health_message(health, scheduled=True)
-    return await wf.slack.post(actor.channel, text, blocks)
+    return await wf.slack.post(channel, text, blocks)
 
 
 async def prune_backups(wf: Workflow, env: Environment) -> list[str]:
     """Daily retention: remove the backups ``env.retention`` lets go (never the newest verified one)."""
-    from actions.retention import prune
-
     try:
         removed = await asyncio.to_thread(prune, env.backup_dir, env.name, env.retention)
     except (ActionError, OSError) as exc:
         wf.audit(BOT, "prune_failed", env=env.name, detail=str(exc))
         if env.channel:
-            await wf.slack.post(env.channel, f":warning: Backup retention on {env.name} failed: {exc}")
+            await wf.slack.post(env.channel, *messages.retention_failed(env.name, str(exc)))
         return []
     if removed:
         wf.audit(BOT, "prune", env=env.name, detail=", ".join(removed))
@@ -182,7 +181,7 @@ async def sweep(wf: Workflow, *, since: datetime, now: datetime | None = None) -
     """Approval reminders (once per run) and re-renders of runs whose approvals expired since ``since``."""
     now = now or datetime.now(UTC)
     for run in runs.open_runs(wf.store):
-        if run["status"] not in ("awaiting", "scheduled"):
+        if run["status"] not in runs.WAITING:
             continue
         try:
             await remind_approvals(wf, run["id"], now=now)
@@ -198,7 +197,7 @@ async def sweep(wf: Workflow, *, since: datetime, now: datetime | None = None) -
 async def remind_approvals(wf: Workflow, run_id: int, *, now: datetime | None = None) -> bool:
     """Ping the approvers once in the thread of a run still short of approvals after ``approval_reminder``."""
     view = await wf.view(run_id)
-    if view is None or view.status not in ("awaiting", "scheduled") or view.env.approval_reminder is None:
+    if view is None or view.status not in runs.WAITING or view.env.approval_reminder is None:
         return False
     a = view.approval
     if a.needed == 0 or a.met or a.rejected:
@@ -206,12 +205,8 @@ async def remind_approvals(wf: Workflow, run_id: int, *, now: datetime | None = 
     waited = ((now or datetime.now(UTC)) - datetime.fromisoformat(view.run["created_at"])).total_seconds()
     if waited < view.env.approval_reminder:
         return False
-    if not rows.mark_once(wf.store, f"reminder-{run_id}", kind="reminder", env=view.env.name, run_id=run_id):
+    if not schedules.mark_once(wf.store, f"reminder-{run_id}", kind="reminder", env=view.env.name, run_id=run_id):
         return False
-    who = " ".join(bk.user(x) for x in view.env.approvers) or "approvers"
-    text = (f":bell: {who}: run #{run_id} on *{view.env.name}* has waited {bk.duration(waited)} for approvals "
-            f"({a.count}/{a.needed}). Approve or reject on the run message; approvals count for "
-            f"{bk.duration(view.env.approval_expiry)}.")
-    await wf.reply(view.run, text, [bk.section(text)])
+    await wf.reply(view.run, *messages.approval_reminder(view, waited))
     wf.audit(BOT, "approval_reminder", run=view.run, detail=f"{a.count}/{a.needed}")
     return True

@@ -12,27 +12,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
 
-from bot.approval_policy import approver_ids
 from bot.config import Config, Environment
 from bot.render.run_message import render_run
-from bot.run_view import RunView, load_run_view
+from bot.rules.approval_policy import approver_ids
+from bot.rules.run_view import RunView, load_run_view
 from bot.slack_out import SlackOut
 from bot.worker import Worker
 from state import audit, runs
+from state.runs import Run
 from state.store import Store
 
+if TYPE_CHECKING:  # for the annotation only: the CLI never loads APScheduler
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
 log = logging.getLogger(__name__)
+#: What starts a run of one kind: ``execute(wf, run_id, user)`` (see bot/runs/registry.py).
+Executor = Callable[["Workflow", int, str], Coroutine[Any, Any, None]]
 
 
 class Workflow:
-    def __init__(self, config: Config, store: Store, slack: SlackOut, *, update_interval: float = 0.3) -> None:
+    def __init__(self, config: Config, store: Store, slack: SlackOut, *, update_interval: float = 0.3,
+                 executors: Mapping[str, Executor] | None = None) -> None:
         self.config = config
         self.store = store
         self.slack = slack
         self.update_interval = update_interval
+        self.executors: Mapping[str, Executor] = executors or {}
+        self.scheduler: AsyncIOScheduler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dirty: set[int] = set()
         self._updaters: dict[int, asyncio.Task[Any]] = {}
@@ -53,6 +62,12 @@ class Workflow:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def execute(self, kind: str, run_id: int, user: str) -> None:
+        """Start the executor of ``kind`` for a run that just moved to running (tracked in ``executing``)."""
+        task = self.spawn(self.executors[kind](self, run_id, user), name=f"run-{run_id}")
+        if task is not None:
+            self.executing[run_id] = task
 
     async def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` on the worker loop and wait for its result, from any loop."""
@@ -122,8 +137,9 @@ class Workflow:
 
     # --- people ------------------------------------------------------------------------------
 
-    def env(self, name: str) -> Environment:
-        env = self.config.environment(name)
+    def env(self, name: str | None) -> Environment:
+        """The environment by name or alias; KeyError when there is none (the parser checked it)."""
+        env = self.config.environment(name) if name is not None else None
         if env is None:
             raise KeyError(name)
         return env
@@ -136,11 +152,13 @@ class Workflow:
             members |= await self.slack.group_members(group)
         return members
 
-    def audit(self, user: str | None, action: str, *, run: dict[str, Any] | None = None,
+    def audit(self, user: str | None, action: str, *, run: Run | None = None,
               env: str | None = None, detail: str = "") -> None:
-        audit.record(self.store, user, action, env=env or (run or {}).get("env"),
-                     run_id=(run or {}).get("id"), detail=detail,
-                     channel=(run or {}).get("channel"), message_ts=(run or {}).get("message_ts"))
+        if run is None:
+            audit.record(self.store, user, action, env=env, detail=detail)
+            return
+        audit.record(self.store, user, action, env=env or run["env"], run_id=run["id"], detail=detail,
+                     channel=run["channel"], message_ts=run.get("message_ts"))
 
     # --- rendering ---------------------------------------------------------------------------
 
@@ -175,10 +193,11 @@ class Workflow:
 
     async def render_now(self, run_id: int) -> None:
         view = await self.view(run_id)
-        if view is None or not view.run.get("message_ts"):
+        ts = view.run.get("message_ts") if view is not None else None
+        if view is None or not ts:
             return
         text, blocks = render_run(view)
-        await self.slack.update(view.run["channel"], view.run["message_ts"], text, blocks)
+        await self.slack.update(view.run["channel"], ts, text, blocks)
 
     async def post_run_message(self, run_id: int) -> str | None:
         view = await self.view(run_id)
@@ -190,7 +209,7 @@ class Workflow:
             runs.update(self.store, run_id, message_ts=ts)
         return ts
 
-    async def reply(self, run: dict[str, Any], text: str, blocks: list[dict[str, Any]] | None = None, *,
+    async def reply(self, run: Run, text: str, blocks: list[dict[str, Any]] | None = None, *,
                     broadcast: bool = False) -> str | None:
         """A reply in the run's thread (details: SQL, retries, blockers, logs)."""
         if not run.get("message_ts"):

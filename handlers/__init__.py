@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.workflow import Workflow
+from handlers import db, migrate, reactions, rollback, run_buttons, views
 
-def register_all(app: Any, wf: Any) -> None:
-    from handlers import db, migrate, reactions, rollback, run_buttons, views
 
+def register_all(app: Any, wf: Workflow) -> None:
     for module in (migrate, rollback, db, run_buttons, reactions, views):
         module.register(app, wf)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bot.actor import Actor
-from bot.commands import USAGE, Command, UsageError, environments_hint, parse
+from bot.command_parser import USAGE, Command, UsageError, environments_hint, parse
 from bot.render import messages
 from bot.workflow import Workflow
 from state import dedup

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot import db_flow as flow
+from bot import monitoring
+from bot.runs import terminate
 from bot.workflow import Workflow
 from handlers.common import Work, action_key, actor_from_action, first_time, register_slash
 
 RUNNERS: dict[str, Work] = {
-    "report": lambda wf, cmd, actor: flow.post_report(wf, wf.env(cmd.env), actor),
-    "health": lambda wf, cmd, actor: flow.post_health(wf, wf.env(cmd.env), actor),
-    "blockers": lambda wf, cmd, actor: flow.post_blockers(wf, wf.env(cmd.env), actor),
+    "report": lambda wf, cmd, actor: monitoring.post_report(wf, wf.env(cmd.env), actor),
+    "health": lambda wf, cmd, actor: monitoring.post_health(wf, wf.env(cmd.env), actor),
+    "blockers": lambda wf, cmd, actor: monitoring.post_blockers(wf, wf.env(cmd.env), actor),
 }
 
 
@@ -33,5 +34,5 @@ def register(app: Any, wf: Workflow) -> None:
         target = terminate_target((body.get("actions") or [{}])[0].get("value"))
         env = wf.config.environment(target[0]) if target else None
         if env is not None and target and first_time(wf, *action_key(body)):
-            wf.spawn(flow.request_terminate(wf, env, target[1], actor_from_action(body)), f"terminate-{target[1]}")
+            wf.spawn(terminate.request_terminate(wf, env, target[1], actor_from_action(body)), f"terminate-{target[1]}")
         await ack()

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot import migrate_flow as flow
-from bot import resolve_flow, schedules
+from bot.runs import migrate, resolve, scheduled
 from bot.workflow import Workflow
 from handlers.common import Work, register_slash
 
 RUNNERS: dict[str, Work] = {
-    "run": lambda wf, cmd, actor: flow.request_run(wf, wf.env(cmd.env), actor),
-    "plan": lambda wf, cmd, actor: flow.show_plan(wf, wf.env(cmd.env), actor),
-    "status": lambda wf, cmd, actor: flow.show_status(wf, wf.env(cmd.env), actor),
-    "history": lambda wf, cmd, actor: flow.show_history(wf, wf.env(cmd.env), actor),
-    "abort": lambda wf, cmd, actor: flow.abort_env(wf, wf.env(cmd.env), actor),
-    "resolve": lambda wf, cmd, actor: resolve_flow.request_resolve(
+    "run": lambda wf, cmd, actor: migrate.request_run(wf, wf.env(cmd.env), actor),
+    "plan": lambda wf, cmd, actor: migrate.show_plan(wf, wf.env(cmd.env), actor),
+    "status": lambda wf, cmd, actor: migrate.show_status(wf, wf.env(cmd.env), actor),
+    "history": lambda wf, cmd, actor: migrate.show_history(wf, wf.env(cmd.env), actor),
+    "abort": lambda wf, cmd, actor: migrate.abort_env(wf, wf.env(cmd.env), actor),
+    "resolve": lambda wf, cmd, actor: resolve.request_resolve(
         wf, wf.env(cmd.env), actor, cmd.args["migration"], cmd.args["as"]),
-    "schedule_run": lambda wf, cmd, actor: schedules.schedule_run(wf, wf.env(cmd.env), actor, cmd.args["at"]),
-    "schedule": lambda wf, cmd, actor: schedules.list_scheduled(wf, actor),
+    "schedule_run": lambda wf, cmd, actor: scheduled.schedule_run(wf, wf.env(cmd.env), actor, cmd.args["at"]),
+    "schedule": lambda wf, cmd, actor: scheduled.list_scheduled(wf, actor),
 }
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot import run_controls as controls
 from bot.actor import Actor
+from bot.runs import controls
 from bot.workflow import Workflow
 from handlers.common import first_time
 from state import runs

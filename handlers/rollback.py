@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot import rollback_flow
+from bot.runs import rollback, undo
 from bot.workflow import Workflow
 from handlers.common import Work, register_slash
 
 RUNNERS: dict[str, Work] = {
-    "restore": lambda wf, cmd, actor: rollback_flow.request_restore(wf, wf.env(cmd.env), actor),
-    "undo_last": lambda wf, cmd, actor: rollback_flow.request_undo(wf, wf.env(cmd.env), actor),
+    "restore": lambda wf, cmd, actor: rollback.request_restore(wf, wf.env(cmd.env), actor),
+    "undo_last": lambda wf, cmd, actor: undo.request_undo(wf, wf.env(cmd.env), actor),
 }
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot import migrate_flow as flow
-from bot import resolve_flow, rollback_flow
-from bot import run_controls as controls
+from bot.runs import controls, migrate, resolve, rollback
 from bot.workflow import Workflow
 from handlers.common import action_key, actor_from_action, first_time, run_id_of
 
@@ -26,12 +24,12 @@ def register(app: Any, wf: Workflow) -> None:
     on("reject", lambda wf, rid, actor, body: controls.vote(wf, rid, actor, "reject", via="button"))
     on("run", lambda wf, rid, actor, body: controls.press_run(wf, rid, actor))
     on("abort", lambda wf, rid, actor, body: controls.abort(wf, rid, actor))
-    on("recheck", lambda wf, rid, actor, body: flow.recheck(wf, rid, actor))
-    on("checklist", lambda wf, rid, actor, body: flow.tick(
+    on("recheck", lambda wf, rid, actor, body: migrate.recheck(wf, rid, actor))
+    on("checklist", lambda wf, rid, actor, body: migrate.tick(
         wf, rid, actor, [o["value"] for o in body["actions"][0].get("selected_options") or []]))
-    on("choose_backup", lambda wf, rid, actor, body: rollback_flow.choose_backup(
+    on("choose_backup", lambda wf, rid, actor, body: rollback.choose_backup(
         wf, rid, actor, body["actions"][0]["selected_option"]["value"]))
-    on("incident_fix_forward", lambda wf, rid, actor, body: flow.fix_forward(wf, rid, actor))
+    on("incident_fix_forward", lambda wf, rid, actor, body: migrate.fix_forward(wf, rid, actor))
 
-    on("incident_rollback", lambda wf, rid, actor, body: rollback_flow.from_incident(wf, rid, actor))
-    on("incident_mark_rolled_back", lambda wf, rid, actor, body: resolve_flow.from_incident(wf, rid, actor))
+    on("incident_rollback", lambda wf, rid, actor, body: rollback.from_incident(wf, rid, actor))
+    on("incident_mark_rolled_back", lambda wf, rid, actor, body: resolve.from_incident(wf, rid, actor))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot import run_controls as controls
 from bot.actor import Actor
 from bot.render.messages import CONFIRM_ACTION, CONFIRM_BLOCK
+from bot.runs import controls
 from bot.workflow import Workflow
 from handlers.common import first_time
 from state import runs
@@ -26,7 +26,7 @@ def register(app: Any, wf: Workflow) -> None:
         except (ValueError, KeyError, TypeError):
             await ack(response_action="errors", errors={CONFIRM_BLOCK: "this confirmation is broken; press Run again"})
             return
-        error = controls.confirmation_error(wf, run_id, typed_value(view))
+        error = controls.check_typed(wf, run_id, typed_value(view))
         if error:
             await ack(response_action="errors", errors={CONFIRM_BLOCK: error})
             return
@@ -45,5 +45,5 @@ def register(app: Any, wf: Workflow) -> None:
             return
         run = runs.get(wf.store, run_id)
         if run is not None and first_time(wf, "view", view.get("id", ""), "closed"):
-            wf.spawn(controls.cancel(wf, run_id, Actor(user=body["user"]["id"], channel=run["channel"])),
+            wf.spawn(controls.dismiss(wf, run_id, Actor(user=body["user"]["id"], channel=run["channel"])),
                      f"cancel-{run_id}")

@@ -19,7 +19,7 @@ from state.store import Store, now_iso
 
 def live(store: Store, run_id: int) -> list[dict[str, Any]]:
     """Votes not withdrawn, oldest first."""
-    return list(store.db["approvals"].rows_where(
+    return list(store.db.table("approvals").rows_where(
         "run_id = ? AND withdrawn_at IS NULL", [run_id], order_by="id"))
 
 
@@ -34,8 +34,8 @@ def vote(store: Store, run_id: int, user: str, decision: str, *, via: str) -> bo
             return False
         stamp = now_iso()
         for v in current:
-            store.db["approvals"].update(v["id"], {"withdrawn_at": stamp})
-        store.db["approvals"].insert({"run_id": run_id, "user": user, "decision": decision,
+            store.db.table("approvals").update(v["id"], {"withdrawn_at": stamp})
+        store.db.table("approvals").insert({"run_id": run_id, "user": user, "decision": decision,
                                       "via": via, "at": stamp})
     return True
 

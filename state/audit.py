@@ -19,7 +19,7 @@ def record(store: Store, user: str | None, action: str, *, env: str | None = Non
            run_id: int | None = None, detail: str = "", channel: str | None = None,
            message_ts: str | None = None) -> None:
     with store.lock:
-        store.db["audit"].insert({
+        store.db.table("audit").insert({
             "at": now_iso(), "run_id": run_id, "env": env, "user": user or "",
             "action": action, "detail": redact(detail), "channel": channel,
             "message_ts": message_ts,
@@ -28,12 +28,13 @@ def record(store: Store, user: str | None, action: str, *, env: str | None = Non
 
 def entries(store: Store, *, run_id: int | None = None, env: str | None = None,
             limit: int = 200) -> list[dict[str, Any]]:
-    where, args = [], []
+    where: list[str] = []
+    args: list[int | str] = []
     if run_id is not None:
         where.append("run_id = ?")
         args.append(run_id)
     if env is not None:
         where.append("env = ?")
         args.append(env)
-    return list(store.db["audit"].rows_where(" and ".join(where) or None, args,
+    return list(store.db.table("audit").rows_where(" and ".join(where) or None, args,
                                              order_by="id", limit=limit))

@@ -28,16 +28,23 @@ def acquire(store: Store, env: str, *, run_id: int, holder: str) -> dict[str, An
 
 
 def holder_of(store: Store, env: str) -> dict[str, Any] | None:
-    rows = list(store.db["locks"].rows_where("env = ?", [env]))
+    rows = list(store.db.table("locks").rows_where("env = ?", [env]))
     return rows[0] if rows else None
 
 
 def all_locks(store: Store) -> list[dict[str, Any]]:
-    return list(store.db["locks"].rows)
+    return list(store.db.table("locks").rows)
 
 
-def release(store: Store, env: str, run_id: int) -> bool:
-    """Release the lock if ``run_id`` holds it."""
+def release_orphaned(store: Store, open_statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Free the locks whose run is gone or no longer in ``open_statuses``; returns the freed rows.
+
+    A run's own end frees its lock (:func:`state.runs.transition`); this repairs state files
+    written before that was one transaction, and runs deleted by hand.
+    """
+    marks = ", ".join("?" for _ in open_statuses)
+    where = f"run_id NOT IN (SELECT id FROM runs WHERE status IN ({marks}))"
     with store.lock:
-        cursor = store.db.execute("DELETE FROM locks WHERE env = ? AND run_id = ?", [env, run_id])
-    return cursor.rowcount > 0
+        freed = list(store.db.table("locks").rows_where(where, list(open_statuses)))
+        store.db.execute(f"DELETE FROM locks WHERE {where}", list(open_statuses))
+    return freed

@@ -1,33 +1,108 @@
-"""Runs: one migration, rollback, undo or resolve, from request to result.
+"""Runs: one migration, rollback, undo, resolve or terminate, from request to result.
 
-Status changes go through :func:`transition`, a compare-and-set, so a double click or a
-retried request can never move a run twice.
+A run's life has one home: this module. Its statuses are :class:`RunStatus`, the moves
+between them are the :data:`TRANSITIONS` table, and every status change goes through
+:func:`transition`, a compare-and-set that refuses a move the table does not allow and, when
+the run ends, frees its environment's lock in the same transaction. No caller releases a
+lock by hand, and a double click or a retried request can never move a run twice.
 
     >>> from state.store import open_store
+    >>> from state import locks
     >>> s = open_store(":memory:")
     >>> run_id = create(s, kind="migrate", env="staging", requested_by="U1", channel="C1")
-    >>> transition(s, run_id, ["awaiting"], "running"), transition(s, run_id, ["awaiting"], "running")
+    >>> locks.acquire(s, "staging", run_id=run_id, holder="U1") is None
+    True
+    >>> transition(s, run_id, RunStatus.RUNNING), transition(s, run_id, RunStatus.RUNNING)
     (True, False)
+    >>> transition(s, run_id, RunStatus.AWAITING)   # not in the table: refused, nothing changes
+    False
+    >>> transition(s, run_id, RunStatus.SUCCEEDED), locks.holder_of(s, "staging")
+    (True, None)
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any, TypedDict, cast
 
 from bot.redact import redact, redact_obj
 from state.store import Store, now_iso
 
-OPEN = ("awaiting", "scheduled", "running")
-FINISHED = ("succeeded", "failed", "aborted", "rejected", "expired", "interrupted", "cancelled")
+
+class RunStatus(StrEnum):
+    """Where a run is in its life. Stored as its text value."""
+
+    AWAITING = "awaiting"  # waiting for its checklist, approvals, target, typed confirmation
+    SCHEDULED = "scheduled"  # as awaiting, and starts by itself at ``scheduled_for``
+    RUNNING = "running"  # its executor is working
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABORTED = "aborted"  # someone pressed Abort (before it started, or it stopped at a safe point)
+    REJECTED = "rejected"  # an approver rejected it
+    EXPIRED = "expired"  # a scheduled start was missed by too much
+    INTERRUPTED = "interrupted"  # the bot restarted while it ran; examined and explained, never re-run
+    CANCELLED = "cancelled"  # ended with nothing done (nothing to do, Slack refused it, modal cancelled…)
+
+
+S = RunStatus
+#: The statuses a run may be created in.
+INITIAL: frozenset[RunStatus] = frozenset({S.AWAITING, S.SCHEDULED})
+#: Every move a run may make; a status with no moves is final.
+TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    S.AWAITING: frozenset({S.RUNNING, S.ABORTED, S.REJECTED, S.CANCELLED, S.EXPIRED}),
+    S.SCHEDULED: frozenset({S.AWAITING, S.ABORTED, S.REJECTED, S.CANCELLED, S.EXPIRED}),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.ABORTED, S.INTERRUPTED, S.CANCELLED}),
+    S.SUCCEEDED: frozenset(), S.FAILED: frozenset(), S.ABORTED: frozenset(), S.REJECTED: frozenset(),
+    S.EXPIRED: frozenset(), S.INTERRUPTED: frozenset(), S.CANCELLED: frozenset(),
+}
+FINAL: frozenset[RunStatus] = frozenset(s for s, moves in TRANSITIONS.items() if not moves)
+OPEN: tuple[RunStatus, ...] = tuple(s for s in RunStatus if s not in FINAL)
+#: Not started yet: approvals, ticks and Abort still apply.
+WAITING: tuple[RunStatus, ...] = (S.AWAITING, S.SCHEDULED)
+FINISHED = tuple(s for s in RunStatus if s in FINAL)
+
 _JSON_FIELDS = ("plan", "checks", "result")
 
 
-def _decode(row: dict[str, Any]) -> dict[str, Any]:
+class Run(TypedDict):
+    """A row of ``runs``, with its JSON fields decoded."""
+
+    id: int
+    kind: str
+    env: str
+    status: str
+    requested_by: str
+    channel: str
+    message_ts: str | None
+    created_at: str
+    updated_at: str
+    plan: dict[str, Any]
+    checks: dict[str, Any]
+    backup_id: str | None
+    result: dict[str, Any] | None
+    error: str | None
+    current_step: str | None
+    abort_requested: int
+    scheduled_for: str | None
+    decision: str | None
+
+
+def sources_of(status: RunStatus) -> frozenset[RunStatus]:
+    """The statuses from which the table allows a move to ``status``.
+
+    >>> sorted(sources_of(RunStatus.RUNNING))
+    [<RunStatus.AWAITING: 'awaiting'>]
+    """
+    return frozenset(s for s, moves in TRANSITIONS.items() if status in moves)
+
+
+def _decode(row: dict[str, Any]) -> Run:
     for key in _JSON_FIELDS:
         if isinstance(row.get(key), str):
             row[key] = json.loads(row[key])
-    return row
+    return cast(Run, row)
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, Any]:
@@ -42,16 +117,20 @@ def _encode(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def create(store: Store, *, kind: str, env: str, requested_by: str, channel: str,
-           status: str = "awaiting", plan: dict[str, Any] | None = None) -> int:
+           status: RunStatus = RunStatus.AWAITING, plan: dict[str, Any] | None = None) -> int:
+    """A new run in one of the :data:`INITIAL` statuses; returns its id."""
+    status = RunStatus(status)
+    if status not in INITIAL:
+        raise ValueError(f"a run starts as {' or '.join(sorted(INITIAL))}, not {status}")
     stamp = now_iso()
     with store.lock:
-        table = store.db["runs"]
+        table = store.db.table("runs")
         table.insert(_encode({
-            "kind": kind, "env": env, "status": status, "requested_by": requested_by,
+            "kind": kind, "env": env, "status": str(status), "requested_by": requested_by,
             "channel": channel, "created_at": stamp, "updated_at": stamp, "plan": plan or {},
             "checks": {}, "abort_requested": 0,
         }))
-        return int(table.last_pk)
+        return int(table.last_pk or 0)
 
 
 def delete(store: Store, run_id: int) -> None:
@@ -60,55 +139,87 @@ def delete(store: Store, run_id: int) -> None:
         store.db.execute("DELETE FROM runs WHERE id = ?", [run_id])
 
 
+def _in(statuses: Iterable[str]) -> tuple[str, list[str]]:
+    values = [str(s) for s in statuses]
+    return ", ".join("?" for _ in values), values
+
+
 def count_open(store: Store) -> int:
-    marks = ", ".join("?" for _ in OPEN)
-    return int(store.db["runs"].count_where(f"status IN ({marks})", list(OPEN)))
+    marks, values = _in(OPEN)
+    return int(store.db.table("runs").count_where(f"status IN ({marks})", values))
 
 
-def get(store: Store, run_id: int) -> dict[str, Any] | None:
-    rows = list(store.db["runs"].rows_where("id = ?", [run_id]))
+def get(store: Store, run_id: int) -> Run | None:
+    rows = list(store.db.table("runs").rows_where("id = ?", [run_id]))
     return _decode(rows[0]) if rows else None
 
 
-def by_message(store: Store, channel: str, message_ts: str) -> dict[str, Any] | None:
-    rows = list(store.db["runs"].rows_where("channel = ? AND message_ts = ?", [channel, message_ts]))
+def by_message(store: Store, channel: str, message_ts: str) -> Run | None:
+    rows = list(store.db.table("runs").rows_where("channel = ? AND message_ts = ?", [channel, message_ts]))
     return _decode(rows[0]) if rows else None
 
 
 def update(store: Store, run_id: int, **fields: Any) -> None:
+    """Change a run's other fields; its status changes only through :func:`transition`."""
+    if "status" in fields:
+        raise ValueError("a run's status changes only through state.runs.transition")
     fields["updated_at"] = now_iso()
     with store.lock:
-        store.db["runs"].update(run_id, _encode(fields))
+        store.db.table("runs").update(run_id, _encode(fields))
 
 
-def transition(store: Store, run_id: int, from_statuses: list[str] | tuple[str, ...], to_status: str,
-               **fields: Any) -> bool:
-    """Move ``run_id`` to ``to_status`` only if it is in one of ``from_statuses``."""
-    fields = _encode({**fields, "status": to_status, "updated_at": now_iso()})
-    sets = ", ".join(f"[{k}] = ?" for k in fields)
-    marks = ", ".join("?" for _ in from_statuses)
+def transition(store: Store, run_id: int, to_status: RunStatus, *,
+               only_from: Iterable[RunStatus] | None = None, **fields: Any) -> bool:
+    """Move ``run_id`` to ``to_status`` if the table allows it from the run's current status.
+
+    ``only_from`` narrows the allowed sources further (a restore's Cancel applies only to a
+    run still ``awaiting``); naming a source the table does not allow is a programming error.
+    Returns False, changing nothing, when the run is elsewhere (a double click, a retry, a
+    run that already ended). A move to a final status frees the environment's lock held by
+    this run, in the same transaction.
+    """
+    to_status = RunStatus(to_status)
+    sources = sources_of(to_status)
+    if only_from is not None:
+        narrowed = {RunStatus(s) for s in only_from}
+        if not narrowed <= sources:
+            raise ValueError(f"the transitions table has no move from {sorted(narrowed - sources)} to {to_status}")
+        sources = frozenset(narrowed)
+    if not sources:
+        return False
+    encoded = _encode({**fields, "status": str(to_status), "updated_at": now_iso()})
+    sets = ", ".join(f"[{k}] = ?" for k in encoded)
+    marks, values = _in(sources)
     with store.lock:
-        cursor = store.db.execute(
-            f"UPDATE runs SET {sets} WHERE id = ? AND status IN ({marks})",
-            [*fields.values(), run_id, *from_statuses])
-    return cursor.rowcount == 1
+        store.db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = store.db.execute(f"UPDATE runs SET {sets} WHERE id = ? AND status IN ({marks})",
+                                      [*encoded.values(), run_id, *values])
+            moved = cursor.rowcount == 1
+            if moved and to_status in FINAL:
+                store.db.execute("DELETE FROM locks WHERE run_id = ?", [run_id])
+            store.db.execute("COMMIT")
+        except BaseException:
+            store.db.execute("ROLLBACK")
+            raise
+    return moved
 
 
-def open_runs(store: Store, env: str | None = None) -> list[dict[str, Any]]:
-    marks = ", ".join("?" for _ in OPEN)
-    where, args = f"status IN ({marks})", list(OPEN)
+def open_runs(store: Store, env: str | None = None) -> list[Run]:
+    marks, values = _in(OPEN)
+    where, args = f"status IN ({marks})", list(values)
     if env:
         where += " AND env = ?"
         args.append(env)
-    return [_decode(r) for r in store.db["runs"].rows_where(where, args, order_by="id")]
+    return [_decode(r) for r in store.db.table("runs").rows_where(where, args, order_by="id")]
 
 
-def history(store: Store, env: str, limit: int = 10) -> list[dict[str, Any]]:
-    return [_decode(r) for r in store.db["runs"].rows_where(
+def history(store: Store, env: str, limit: int = 10) -> list[Run]:
+    return [_decode(r) for r in store.db.table("runs").rows_where(
         "env = ?", [env], order_by="id desc", limit=limit)]
 
 
-def last_succeeded(store: Store, env: str, kind: str = "migrate") -> dict[str, Any] | None:
-    rows = list(store.db["runs"].rows_where("env = ? AND kind = ? AND status = 'succeeded'",
-                                            [env, kind], order_by="id desc", limit=1))
+def last_succeeded(store: Store, env: str, kind: str = "migrate") -> Run | None:
+    rows = list(store.db.table("runs").rows_where("env = ? AND kind = ? AND status = ?",
+                                            [env, kind, str(RunStatus.SUCCEEDED)], order_by="id desc", limit=1))
     return _decode(rows[0]) if rows else None

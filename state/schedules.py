@@ -35,7 +35,7 @@ def add_run_start(store: Store, *, run_id: int, env: str, run_at: str, created_b
     """Record that run ``run_id`` starts at ``run_at`` (ISO with offset); returns the schedule id."""
     schedule_id = f"run-{run_id}"
     with store.lock:
-        store.db["schedules"].upsert({
+        store.db.table("schedules").upsert({
             "id": schedule_id, "kind": RUN_START, "env": env, "run_id": run_id, "run_at": run_at, "cron": None,
             "created_by": created_by, "created_at": now_iso(), "status": "pending", "detail": "",
         }, pk="id")
@@ -43,13 +43,13 @@ def add_run_start(store: Store, *, run_id: int, env: str, run_at: str, created_b
 
 
 def get(store: Store, schedule_id: str) -> dict[str, Any] | None:
-    rows = list(store.db["schedules"].rows_where("id = ?", [schedule_id]))
+    rows = list(store.db.table("schedules").rows_where("id = ?", [schedule_id]))
     return rows[0] if rows else None
 
 
 def pending_run_starts(store: Store) -> list[dict[str, Any]]:
     """Scheduled starts still to come, soonest first."""
-    return list(store.db["schedules"].rows_where("kind = ? AND status = 'pending'", [RUN_START],
+    return list(store.db.table("schedules").rows_where("kind = ? AND status = 'pending'", [RUN_START],
                                                  order_by="run_at"))
 
 
@@ -64,7 +64,7 @@ def finish(store: Store, schedule_id: str, status: str, detail: str = "") -> boo
 def cancel_for_run(store: Store, run_id: int, detail: str = "") -> list[str]:
     """Cancel the pending start of ``run_id``; returns the ids cancelled (none when it had no schedule)."""
     with store.lock:
-        ids = [r["id"] for r in store.db["schedules"].rows_where("run_id = ? AND status = 'pending'", [run_id])]
+        ids = [r["id"] for r in store.db.table("schedules").rows_where("run_id = ? AND status = 'pending'", [run_id])]
         for schedule_id in ids:
             finish(store, schedule_id, "cancelled", detail)
     return ids

@@ -19,7 +19,7 @@ from state.store import Store, now_iso
 
 def start(store: Store, run_id: int, name: str, label: str, *, position: int, detail: str = "") -> None:
     with store.lock:
-        store.db["steps"].upsert({"run_id": run_id, "name": name, "label": label, "position": position,
+        store.db.table("steps").upsert({"run_id": run_id, "name": name, "label": label, "position": position,
                                   "status": "running", "started_at": now_iso(), "finished_at": None,
                                   "duration": None, "detail": detail}, pk=("run_id", "name"))
 
@@ -27,17 +27,17 @@ def start(store: Store, run_id: int, name: str, label: str, *, position: int, de
 def plan(store: Store, run_id: int, name: str, label: str, *, position: int) -> None:
     """Show a step as coming (pending) before it starts."""
     with store.lock:
-        store.db["steps"].upsert({"run_id": run_id, "name": name, "label": label, "position": position,
+        store.db.table("steps").upsert({"run_id": run_id, "name": name, "label": label, "position": position,
                                   "status": "pending"}, pk=("run_id", "name"))
 
 
 def note(store: Store, run_id: int, name: str, detail: str) -> None:
     with store.lock:
-        store.db["steps"].update((run_id, name), {"detail": redact(detail)})
+        store.db.table("steps").update((run_id, name), {"detail": redact(detail)})
 
 
 def finish(store: Store, run_id: int, name: str, status: str, *, detail: str | None = None) -> None:
-    rows = list(store.db["steps"].rows_where("run_id = ? AND name = ?", [run_id, name]))
+    rows = list(store.db.table("steps").rows_where("run_id = ? AND name = ?", [run_id, name]))
     stamp = now_iso()
     duration = None
     if rows and rows[0].get("started_at"):
@@ -46,8 +46,8 @@ def finish(store: Store, run_id: int, name: str, status: str, *, detail: str | N
     if detail is not None:
         fields["detail"] = redact(detail)
     with store.lock:
-        store.db["steps"].update((run_id, name), fields)
+        store.db.table("steps").update((run_id, name), fields)
 
 
 def steps(store: Store, run_id: int) -> list[dict[str, Any]]:
-    return list(store.db["steps"].rows_where("run_id = ?", [run_id], order_by="position, started_at"))
+    return list(store.db.table("steps").rows_where("run_id = ?", [run_id], order_by="position, started_at"))

@@ -1,7 +1,7 @@
 """The whole bot over real HTTP for end-to-end tests.
 
 A real migrabot ``AsyncApp`` served on a free port, its Web API client pointed at
-:class:`bot.local_slack.LocalSlack`, driven by :class:`bot.slack_requests.SlackDriver`
+:class:`bot.simulator.local_slack.LocalSlack`, driven by :class:`bot.simulator.slack_requests.SlackDriver`
 with real request signing; staging and prod are real PostgreSQL databases.
 """
 
@@ -21,10 +21,10 @@ import asyncpg
 from aiohttp import web
 
 from bot.app import build_app, http_application
-from bot.blockkit_check import check_message, check_view
 from bot.config import Config, check_config_text
-from bot.local_slack import LocalSlack, Message
-from bot.slack_requests import SlackDriver
+from bot.simulator.blockkit_check import check_message, check_view
+from bot.simulator.local_slack import LocalSlack, Message
+from bot.simulator.slack_requests import SlackDriver
 from bot.workflow import Workflow
 from state.store import Store, open_store
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bot.blockkit_check import assert_valid_message, assert_valid_view, check_message, check_view
+from bot.simulator.blockkit_check import assert_valid_message, assert_valid_view, check_message, check_view
 
 
 def pt(text: str) -> dict[str, str]:

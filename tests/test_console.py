@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import Config, check_config_text
 from bot.console.session import ConsoleSession
 from bot.console.terminal_render import Names, TerminalRenderer
-from bot.local_slack import Message
+from bot.simulator.local_slack import Message
 from tests.botstack import write_migrations
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,9 +14,9 @@ from aiohttp import web
 
 from actions.report import IndexUsage, Report, TableSize
 from bot import scheduler
-from bot.blockkit_check import check_message
-from bot.local_slack import Message
 from bot.render import reports
+from bot.simulator.blockkit_check import check_message
+from bot.simulator.local_slack import Message
 from state import runs
 from tests.botstack import (
     ALICE,

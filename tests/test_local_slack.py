@@ -11,7 +11,7 @@ import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.local_slack import LocalSlack
+from bot.simulator.local_slack import LocalSlack
 
 
 def section(text: str = "hi") -> dict[str, Any]:

@@ -18,8 +18,8 @@ import aiohttp
 import asyncpg
 
 from actions.db import database_name
-from bot.local_slack import LocalSlack
-from bot.slack_requests import SlackDriver
+from bot.simulator.local_slack import LocalSlack
+from bot.simulator.slack_requests import SlackDriver
 from state import locks, runs
 from state.store import open_store
 from tests import pgserver
@@ -130,7 +130,7 @@ async def test_killed_during_a_migration_is_examined_and_explained_after_restart
 
         async with bot_stack(config) as s2:
             s2.slack._channel_msgs, s2.slack._by_ts = slack._channel_msgs, slack._by_ts
-            from bot.recovery import recover
+            from bot.runs.recovery import recover
 
             assert await s2.wf.run(recover(s2.wf)) == [run["id"]]
             await s2.settle()
@@ -161,7 +161,7 @@ async def test_sigterm_lets_the_running_migration_finish_and_stops_before_the_ne
 
 
 async def test_recovery_explains_an_interrupted_restore_and_frees_stale_locks(make_stack: Any) -> None:
-    from bot.recovery import recover
+    from bot.runs.recovery import recover
     from state import steps
 
     async with make_stack() as s:
@@ -173,12 +173,15 @@ async def test_recovery_explains_an_interrupted_restore_and_frees_stale_locks(ma
         finally:
             await conn.close()
         rollback = runs.create(s.store, kind="rollback", env="staging", requested_by=ALICE, channel=CHANNEL,
-                               status="running", plan={"target": "20260101_110000", "backups": []})
-        steps.start(s.store, rollback, "restore", "Restore into a new database", position=0)
-        ended = runs.create(s.store, kind="migrate", env="prod", requested_by=ALICE, channel=CHANNEL,
-                            status="succeeded")
+                               plan={"target": "20260101_110000", "backups": []})
         locks.acquire(s.store, "staging", run_id=rollback, holder=ALICE)
-        locks.acquire(s.store, "prod", run_id=ended, holder=ALICE)  # the bot died before releasing it
+        assert runs.transition(s.store, rollback, runs.RunStatus.RUNNING)
+        steps.start(s.store, rollback, "restore", "Restore into a new database", position=0)
+        ended = runs.create(s.store, kind="migrate", env="prod", requested_by=ALICE, channel=CHANNEL)
+        assert runs.transition(s.store, ended, runs.RunStatus.RUNNING)
+        assert runs.transition(s.store, ended, runs.RunStatus.SUCCEEDED)
+        # a state file from before a run's end and its lock were one transaction: a lock left behind
+        locks.acquire(s.store, "prod", run_id=ended, holder=ALICE)
 
         assert await s.wf.run(recover(s.wf)) == [rollback]
         await s.settle()

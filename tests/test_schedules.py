@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot import scheduler, schedules
+from bot import scheduler
+from bot.runs import scheduled
 from state import runs
 from state import schedules as rows
 from tests.botstack import (
@@ -30,6 +31,7 @@ from tests.botstack import (
 async def running_scheduler(s: BotStack, **kw: Any) -> AsyncIterator[Any]:
     """What ``bot.app.start_background`` starts with the app (the test stack does not)."""
     sched = await s.wf.run(scheduler.start(s.wf, **kw))  # on the workflow's worker loop, as the app does
+    await s.wf.run(scheduled.restore_run_starts(s.wf))
 
     async def shutdown() -> None:
         sched.shutdown(wait=False)
@@ -81,16 +83,16 @@ async def test_abort_cancels_the_schedule_and_nothing_runs(make_stack: StackFact
     async with make_stack() as s, running_scheduler(s) as sched:
         await s.slash(ALICE, "staging in 1h")
         run_id = run_id_of(s)
-        assert sched.get_job(schedules.job_id(f"run-{run_id}")) is not None
+        assert sched.get_job(scheduler.run_start_job_id(f"run-{run_id}")) is not None
         await s.slash(ALICE, "schedule")
         listing = s.ephemerals_for(ALICE)[-1]
         assert f"run #{run_id} on *staging*" in listing and "in 59m" in listing
         await s.click(ALICE, "abort")
         assert "Aborted" in s.text_of(s.last_run_message())
-        assert sched.get_job(schedules.job_id(f"run-{run_id}")) is None
+        assert sched.get_job(scheduler.run_start_job_id(f"run-{run_id}")) is None
         assert rows.get(s.store, f"run-{run_id}")["status"] == "cancelled"  # type: ignore[index]
         # a late job would do nothing
-        assert await s.wf.run(schedules.fire_run(s.wf, f"run-{run_id}")) == "cancelled"
+        assert await s.wf.run(scheduled.fire_run(s.wf, f"run-{run_id}")) == "cancelled"
         assert await applied(s.config.environment("staging").database_url) == []
         await s.slash(ALICE, "schedule")
         assert "No scheduled runs" in s.ephemerals_for(ALICE)[-1]
@@ -114,7 +116,7 @@ async def test_a_scheduled_prod_run_missing_an_approval_does_not_run(make_stack:
         assert runs.get(s.store, run_id)["status"] == "scheduled"  # type: ignore[index]
 
         # its time comes (the job calls exactly this)
-        assert await s.wf.run(schedules.fire_run(s.wf, f"run-{run_id}")) == "blocked"
+        assert await s.wf.run(scheduled.fire_run(s.wf, f"run-{run_id}")) == "blocked"
         await s.settle()
         assert runs.get(s.store, run_id)["status"] == "awaiting"  # type: ignore[index]
         said = thread_text(s)
@@ -143,7 +145,7 @@ async def test_a_schedule_survives_a_restart_and_a_long_outage_expires_it(make_s
         prod_run = run_id_of(s2)
         row = rows.get(s2.store, f"run-{prod_run}")
         later = datetime.fromisoformat(row["run_at"]) + timedelta(hours=2)  # type: ignore[index]
-        await s2.wf.run(scheduler.restore_run_starts(s2.wf, now=later))
+        await s2.wf.run(scheduled.restore_run_starts(s2.wf, now=later))
         await s2.settle()
         assert runs.get(s2.store, prod_run)["status"] == "expired"  # type: ignore[index]
         assert "did not start 2h 0m late" in s2.text_of(s2.last_run_message())

@@ -13,8 +13,8 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.local_slack import LocalSlack
-from bot.slack_requests import FORM, SlackDriver, serve_bolt_app, sign_request
+from bot.simulator.local_slack import LocalSlack
+from bot.simulator.slack_requests import FORM, SlackDriver, serve_bolt_app, sign_request
 
 SECRET = "test-signing-secret-0123456789"
 

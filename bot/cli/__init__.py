@@ -14,13 +14,15 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
+import traceback
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from actions.errors import ActionError
 from bot import __version__
 from bot.config import Config, ConfigError, Environment, load_config
 from bot.redact import install_log_redaction, redact, redact_obj
+from state.errors import StateVersionError
 
 # One module per group of commands; each defines register(subparsers).
 COMMAND_MODULES = (
@@ -72,8 +74,11 @@ def emit(args: argparse.Namespace, data: Any, text: str | Callable[[], str]) -> 
         print(redact(text() if callable(text) else text))
 
 
-def run_async(coro: Awaitable[int]) -> int:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(redact(f"migrabot: {exc}"), file=sys.stderr)
         return EXIT_ERROR
-    except (CliError, ActionError) as exc:
+    except (CliError, ActionError, StateVersionError) as exc:
         print(redact(f"migrabot: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -117,8 +122,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a bug: never leak a secret through the traceback
         if args.verbose:
-            import traceback
-
             print(redact("".join(traceback.format_exception(exc))), file=sys.stderr)
         print(redact(f"migrabot: internal error ({type(exc).__name__}: {exc}); "
                      "run again with -v and report it"), file=sys.stderr)

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore a backup (restore into a copy, then swap)")
     p.add_argument("env", help="environment name or alias")
     p.add_argument("backup_id", nargs="?", help="the backup's id (see `migrabot backups ENV`), or 'latest'")
-    p.add_argument("--confirm", default="", metavar="RESTORE", help="type RESTORE to confirm")
+    p.add_argument("--confirm", default="", metavar="WORD",
+                   help="the runbook's confirmation word (the error says which when it is missing)")
     p.add_argument("--in-place", action="store_true",
                    help="empty the database and restore into it (the runbook's way; for roles without CREATEDB)")
     p.add_argument("--no-snapshot", action="store_true",
@@ -56,6 +57,7 @@ def _who() -> str:
 
 
 def run_backup(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `migrabot --version` and the other commands start fast
     from actions.backup import BackupProgress, take_backup
 
     _, env = environment_from_args(args)
@@ -75,6 +77,7 @@ def run_backup(args: argparse.Namespace) -> int:
 
 
 def run_backups(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `migrabot --version` and the other commands start fast
     from actions.backup import list_backups
     from actions.retention import prune
 
@@ -99,6 +102,7 @@ def run_backups(args: argparse.Namespace) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `migrabot --version` and the other commands start fast
     from actions.db import database_name
     from actions.restore import RestoreStep, drop_previous, restore
 

@@ -52,6 +52,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def _lines(args: argparse.Namespace) -> tuple[list[tuple[int, str]] | None, str]:
+    # imported here, not at the top: `migrabot --version` and the other commands start fast
     from bot.console.repl import script_lines
 
     if args.script:
@@ -72,6 +73,7 @@ def _print(text: str) -> None:
 def session_loop(config: Any, args: argparse.Namespace, script: tuple[list[tuple[int, str]] | None, str], *,
                  people: Any = None, state: str | None = None, banner: str | None = None) -> int:
     """Start a session, run the script (or the prompt when ``script`` has no lines list), always clean up."""
+    # imported here, not at the top: `migrabot --version` and the other commands start fast
     from bot.console.repl import LoopThread, run_interactive, run_script, use_color
     from bot.console.session import ConsoleError, ConsoleSession
 
@@ -106,6 +108,7 @@ def run_console(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `migrabot --version` and the other commands start fast
     from bot.config import load_config
     from bot.console.demo import DEMO_GROUPS, DEMO_USERS, guide, start_demo, stop_demo
     from bot.console.session import people_for

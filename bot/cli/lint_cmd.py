@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         exclude = config.lint_exclude or DEFAULT_EXCLUDE
         names = None
         if not args.all:
+            # imported here, not at the top: `migrabot --version` and the other commands start fast
             from actions.status import migration_status
 
             status = asyncio.run(migration_status(env.migration_url, env.migrations_dir,

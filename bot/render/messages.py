@@ -1,11 +1,19 @@
-"""Smaller messages: usage, refusals, status, plan, history, SQL in the thread, incidents, modals."""
+"""Every message but the run message: usage, refusals, notices, thread replies, incidents, modals.
+
+Each builder returns ``(fallback text, blocks)``, so a caller posts ``*messages.x(...)``.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from actions.humanize import duration, size
+from actions.restore import RestoreResult
 from bot.render import blocks as bk
+from bot.render.dates import when_text
+from bot.rules.run_view import RunView
 
 Blocks = list[dict[str, Any]]
 CONFIRM_BLOCK = "confirm_input"
@@ -81,7 +89,7 @@ def plan_message(env: str, pending: list[dict[str, Any]], lint: dict[str, Any]) 
     return text, [bk.section(text)]
 
 
-def history_message(env: str, rows: list[dict[str, Any]]) -> tuple[str, Blocks]:
+def history_message(env: str, rows: Sequence[Mapping[str, Any]]) -> tuple[str, Blocks]:
     if not rows:
         text = f"No runs on {env} yet."
         return text, [bk.section(text)]
@@ -119,24 +127,186 @@ def incident(env: str, run_id: int, failed: str | None, logs: str | None, backup
     out = [bk.section("\n".join(lines))]
     if logs:
         out.append(bk.section(bk.code(logs, 2000)))
-    from bot.render.run_message import incident_actions
-
     out.append(incident_actions(run_id, failed))
     return lines[0], out
 
 
-def confirm_modal(run_id: int, env: str, what: str, expected: str) -> dict[str, Any]:
-    """The typed confirmation: the user must type ``expected`` (the environment name, or RESTORE)."""
+def incident_actions(run_id: int, failed_migration: str | None) -> dict[str, Any]:
+    elements = [bk.button("Roll back to backup", "incident_rollback", str(run_id), style="danger")]
+    if failed_migration:
+        elements.append(bk.button("Mark rolled back", "incident_mark_rolled_back", str(run_id)))
+    elements.append(bk.button("Fix forward", "incident_fix_forward", str(run_id)))
+    return bk.actions(elements, block_id=f"incident:{run_id}")
+
+
+def _what_migrate(plan: dict[str, Any]) -> str:
+    return f"apply {len(plan.get('migrations', []))} migration(s)"
+
+
+def _what_rollback(plan: dict[str, Any]) -> str:
+    return (f"replace the database with backup {plan.get('target')} (data written since then goes into "
+            "a safety snapshot)")
+
+
+def _what_undo(plan: dict[str, Any]) -> str:
+    return f"undo migration {plan.get('migration')} with its inverse SQL"
+
+
+#: What a typed confirmation is about, in words, per kind (others: the kind's title).
+CONFIRM_WHAT: dict[str, Callable[[dict[str, Any]], str]] = {
+    "migrate": _what_migrate, "rollback": _what_rollback, "undo": _what_undo,
+}
+
+
+def confirm_modal(view: RunView, expected: str) -> dict[str, Any]:
+    """The typed confirmation: the user must type ``expected`` (the environment name, or RESTORE).
+
+    On a scheduled run it records the confirmation for the start, so it says when that is.
+    """
+    describe = CONFIRM_WHAT.get(view.run["kind"])
+    what = describe(view.plan) if describe else view.kind.title.lower()
+    if view.run.get("scheduled_for") and view.status == "scheduled":
+        what += f" at {when_text(view.run['scheduled_for'])}"
     blocks = [
-        bk.section(f"You are about to {what} on *{env}*.\nType *{expected}* to confirm."),
+        bk.section(f"You are about to {what} on *{view.env.name}*.\nType *{expected}* to confirm."),
         bk.text_input(CONFIRM_BLOCK, CONFIRM_ACTION, f"Type {expected}", placeholder=expected,
                       max_length=max(len(expected) + 20, 40)),
     ]
     # Cancel on a restore ends that rollback (the runbook's prompt: anything but RESTORE aborts)
     return bk.modal("confirm_run", "Confirm", blocks, submit="Confirm",
-                    private_metadata=json.dumps({"run_id": run_id, "expected": expected}),
-                    notify_on_close=expected == "RESTORE")
+                    private_metadata=json.dumps({"run_id": view.id, "expected": expected}),
+                    notify_on_close=view.kind.dismiss_cancels)
 
 
 def progress_detail(text: str) -> tuple[str, Blocks]:
     return text, [bk.section(text)]
+
+
+def _said(text: str) -> tuple[str, Blocks]:
+    return text, [bk.section(text)]
+
+
+# --- answers to the person who acted ------------------------------------------------------------
+
+
+def up_to_date(env: str) -> tuple[str, Blocks]:
+    return _said(f":white_check_mark: {env} is up to date: no pending migrations.")
+
+
+def nothing_to_abort(env: str) -> tuple[str, Blocks]:
+    return _said(f"No open run on {env}; nothing to abort.")
+
+
+def abort_at_next_safe_point() -> tuple[str, Blocks]:
+    return _said(":hourglass: a migration is being applied right now; the run stops before the next one.")
+
+
+def starts_by_itself(view: RunView) -> tuple[str, Blocks]:
+    at = when_text(view.run.get("scheduled_for"))
+    return _said(f":alarm_clock: run #{view.id} starts by itself at {at} once its checklist and approvals "
+                 "are complete.")
+
+
+def no_backups(env: str) -> tuple[str, Blocks]:
+    return _said(f"No verified backups of {env} yet. Take one with `migrabot backup {env}` "
+                 f"(every `/migrate {env}` run takes one before applying).")
+
+
+def no_inverse_sql(env: str, note: str | None) -> tuple[str, Blocks]:
+    return _said(f":no_entry: {note or 'The last migration has no down.sql or rollback.sql.'}\n"
+                 f"Restore a backup instead: `/rollback {env}`.")
+
+
+def no_longer_blocks(env: str, pid: int) -> tuple[str, Blocks]:
+    return _said(f":information_source: pid {pid} no longer blocks anyone on {env} (it finished or ended); "
+                 f"nothing to terminate. `/db blockers {env}` lists the current blockers.")
+
+
+# --- in a run's thread ----------------------------------------------------------------------------
+
+
+def fix_forward_decided(user: str) -> tuple[str, Blocks]:
+    return _said(f":hammer_and_wrench: {bk.user(user)} decided to fix forward. "
+                 "Ship a new migration; `/migrate resolve` marks the failed one first.")
+
+
+def waiting_for_lock(migration: str, env: str, blockers: list[str]) -> tuple[str, Blocks]:
+    """A migration retries behind a lock: who blocks it (each blocker once per run)."""
+    lines = [f":repeat: `{migration}` waits for a lock; retrying with backoff. Blocked by:"]
+    lines += [f"• {b}" for b in blockers]
+    lines.append(f"See `/db blockers {env}`.")
+    return lines[0], [bk.section("\n".join(lines))]
+
+
+def interrupted(run_id: int, error: str) -> tuple[str, Blocks]:
+    return _said(f":warning: Run #{run_id} was interrupted by a restart: {error}")
+
+
+def scheduled_start(run_id: int) -> tuple[str, Blocks]:
+    return _said(f":alarm_clock: Scheduled start: run #{run_id} is starting now.")
+
+
+def scheduled_start_blocked(run_id: int, missing: str) -> tuple[str, Blocks]:
+    return _said(f":alarm_clock: Scheduled start of run #{run_id} did not happen: not ready. "
+                 f"Missing: {missing}. The run stays open: finish these and press Run, or Abort it.")
+
+
+def missed_start_reason(run_at: str, late_by: float) -> str:
+    return (f"the bot was not running at the scheduled time ({when_text(run_at)}); it did not start "
+            f"{duration(late_by)} late. Request a new run for another window.")
+
+
+def run_expired(run_id: int, reason: str) -> tuple[str, Blocks]:
+    return _said(f":alarm_clock: Run #{run_id} expired: {reason}")
+
+
+def schedule_note(needs_confirmation: bool, confirmed: dict[str, Any] | None) -> str:
+    """The typed-confirmation part of a line of `/migrate schedule`."""
+    if not needs_confirmation:
+        return ""
+    if confirmed:
+        return f"; typed confirmation by {bk.user(confirmed['by'])}"
+    return "; *typed confirmation still needed* (Confirm now on the run message)"
+
+
+def approval_reminder(view: RunView, waited: float) -> tuple[str, Blocks]:
+    a = view.approval
+    who = " ".join(bk.user(x) for x in view.env.approvers) or "approvers"
+    return _said(f":bell: {who}: run #{view.id} on *{view.env.name}* has waited {duration(waited)} for approvals "
+                 f"({a.count}/{a.needed}). Approve or reject on the run message; approvals count for "
+                 f"{duration(view.env.approval_expiry)}.")
+
+
+# --- in the environment's channel -------------------------------------------------------------------
+
+
+def scheduled_report_failed(env: str, error: str) -> tuple[str, Blocks]:
+    return _said(f":warning: The scheduled report of {env} could not run: {error}")
+
+
+def retention_failed(env: str, error: str) -> tuple[str, Blocks]:
+    return _said(f":warning: Backup retention on {env} failed: {error}")
+
+
+# --- step details and results, stored with the run and shown in its message --------------------------
+
+
+def backup_progress(bytes_written: int, elapsed: float) -> str:
+    return f"{size(bytes_written)} written, {duration(elapsed)}"
+
+
+def backup_done(backup_id: str, size_bytes: int | None) -> str:
+    return f"`{backup_id}`, {size(size_bytes)}, verified"
+
+
+def migrate_summary(applied: list[str], took: float, backup_id: str, verification: str) -> str:
+    return (f"{len(applied)} migration(s) applied in {duration(took)}; backup `{backup_id}`; "
+            f"verification: {verification}")
+
+
+def restore_summary(result: RestoreResult) -> str:
+    return (f"restored backup `{result.backup_id}` in {duration(result.duration)}; "
+            f"safety snapshot `{result.snapshot_id}` holds the data from before; the previous database "
+            f"is kept as `{result.previous_database}`; connections were refused for "
+            f"{duration(result.unavailable_seconds)}")
+

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from bot import checklist
 from bot.render import blocks as bk
-from bot.run_kinds import KINDS
-from bot.run_view import RunView
+from bot.render.dates import slack_date
+from bot.render.messages import incident_actions
+from bot.rules import checklist
+from bot.rules.confirmation import confirm_word
+from bot.rules.kinds import KINDS
+from bot.rules.run_view import RunView
+from state import runs
+from state.runs import RunStatus
 
 STATUS_ICON = {"pass": ":white_check_mark:", "na": ":heavy_minus_sign:", "fail": ":x:",
                "manual": ":white_large_square:", "pending": ":hourglass_flowing_sand:"}
@@ -28,7 +35,7 @@ def render_run(view: RunView) -> tuple[str, list[dict[str, Any]]]:
     text = f"{title} requested by <@{run['requested_by']}> — {status_text(view)}"
     out: list[dict[str, Any]] = [bk.header(title)]
     out += _summary(view)
-    if view.kind.checklist and (view.status in ("awaiting", "scheduled") or view.run.get("checks")):
+    if view.kind.checklist and (view.status in runs.WAITING or view.run.get("checks")):
         out += _checklist(view)
     if view.approval.needed or view.approval.rejections:
         out += _approvals(view)
@@ -43,7 +50,7 @@ def status_text(view: RunView) -> str:
     """The run's status in words; what "awaiting" waits for depends on the kind of run."""
     if view.ready:
         return "ready to run"
-    if view.status == "awaiting" and not view.kind.checklist:
+    if view.status is RunStatus.AWAITING and not view.kind.checklist:
         if not view.target_chosen:
             return "waiting for a backup to be chosen"
         return "waiting for approvals" if view.approval.needed else "ready"
@@ -52,48 +59,13 @@ def status_text(view: RunView) -> str:
 
 def _summary(view: RunView) -> list[dict[str, Any]]:
     plan = view.plan
-    migrations = plan.get("migrations", [])
-    lint = {m["name"]: m for m in (plan.get("lint") or {}).get("migrations", [])}
     lines = [f"Requested by {bk.user(view.run['requested_by'])}"]
-    if view.run["kind"] == "migrate":
-        if not migrations:
-            lines.append("No pending migrations: the database is up to date.")
-        else:
-            lines.append(f"*{len(migrations)} pending migration{'s' if len(migrations) != 1 else ''}* "
-                         "(SQL in the thread):")
-            for m in migrations[:MAX_LISTED]:
-                verdict = lint.get(m["name"], {}).get("verdict")
-                tag = {"safe": " — :large_green_circle: safe", "risky": " — :warning: risky"}.get(verdict or "", "")
-                extra = " (runs outside a transaction)" if not m.get("transactional", True) else ""
-                lines.append(f"• `{m['name']}`{tag}{extra}")
-            if len(migrations) > MAX_LISTED:
-                lines.append(f"… and {len(migrations) - MAX_LISTED} more")
-            lint_info = plan.get("lint") or {}
-            if lint_info.get("error"):
-                lines.append(f"Lint could not run: {lint_info['error']}")
-            elif lint_info:
-                safe = "yes" if lint_info.get("zero_downtime_safe") else "*no*"
-                lines.append(f"Zero-downtime safe: {safe}")
-    elif view.run["kind"] == "rollback":
+    if view.kind.needs_target:
         return _rollback_summary(view, lines)
-    elif view.run["kind"] == "undo":
-        down = plan.get("down_file") or "down.sql"
-        lines.append(f"Undo the last applied migration `{plan.get('migration')}` with its `{down}` "
-                     "(shown in the thread), then remove its `_prisma_migrations` row so it is pending again.")
-        lint_info = plan.get("lint") or {}
-        if lint_info.get("error"):
-            lines.append(f"Lint could not run: {lint_info['error']}")
-        elif lint_info:
-            lines.append("Zero-downtime safe: " + ("yes" if lint_info.get("zero_downtime_safe") else "*no*"))
-        lines.append("A verified backup is taken first.")
-    elif view.run["kind"] == "resolve":
-        lines.append(f"Mark `{plan.get('migration')}` as *{plan.get('as')}* in `_prisma_migrations` "
-                     "(Prisma's `migrate resolve`).")
-    if view.run["kind"] == "terminate":
-        lines += terminate_lines(view)
+    lines += KIND_LINES.get(view.run["kind"], lambda _view: [])(view)
     for note in plan.get("notes", []):
         lines.append(note)
-    if view.run.get("scheduled_for") and view.status == "scheduled":
+    if view.run.get("scheduled_for") and view.status is RunStatus.SCHEDULED:
         lines += scheduled_lines(view)
     result = [bk.section("\n".join(lines))]
     advice = _lint_advice(plan)
@@ -102,15 +74,60 @@ def _summary(view: RunView) -> list[dict[str, Any]]:
     return result
 
 
+def _migrate_lines(view: RunView) -> list[str]:
+    plan = view.plan
+    migrations = plan.get("migrations", [])
+    lint = {m["name"]: m for m in (plan.get("lint") or {}).get("migrations", [])}
+    lines: list[str] = []
+    if not migrations:
+        lines.append("No pending migrations: the database is up to date.")
+    else:
+        lines.append(f"*{len(migrations)} pending migration{'s' if len(migrations) != 1 else ''}* "
+                     "(SQL in the thread):")
+        for m in migrations[:MAX_LISTED]:
+            verdict = lint.get(m["name"], {}).get("verdict")
+            tag = {"safe": " — :large_green_circle: safe", "risky": " — :warning: risky"}.get(verdict or "", "")
+            extra = " (runs outside a transaction)" if not m.get("transactional", True) else ""
+            lines.append(f"• `{m['name']}`{tag}{extra}")
+        if len(migrations) > MAX_LISTED:
+            lines.append(f"… and {len(migrations) - MAX_LISTED} more")
+        lint_info = plan.get("lint") or {}
+        if lint_info.get("error"):
+            lines.append(f"Lint could not run: {lint_info['error']}")
+        elif lint_info:
+            safe = "yes" if lint_info.get("zero_downtime_safe") else "*no*"
+            lines.append(f"Zero-downtime safe: {safe}")
+    return lines
+
+
+def _undo_lines(view: RunView) -> list[str]:
+    plan = view.plan
+    lines: list[str] = []
+    down = plan.get("down_file") or "down.sql"
+    lines.append(f"Undo the last applied migration `{plan.get('migration')}` with its `{down}` "
+                 "(shown in the thread), then remove its `_prisma_migrations` row so it is pending again.")
+    lint_info = plan.get("lint") or {}
+    if lint_info.get("error"):
+        lines.append(f"Lint could not run: {lint_info['error']}")
+    elif lint_info:
+        lines.append("Zero-downtime safe: " + ("yes" if lint_info.get("zero_downtime_safe") else "*no*"))
+    lines.append("A verified backup is taken first.")
+    return lines
+
+
+def _resolve_lines(view: RunView) -> list[str]:
+    plan = view.plan
+    return [f"Mark `{plan.get('migration')}` as *{plan.get('as')}* in `_prisma_migrations` "
+            "(Prisma's `migrate resolve`)."]
+
+
 def _rollback_summary(view: RunView, lines: list[str]) -> list[dict[str, Any]]:
     """The backup menu and, once one is chosen, what restoring it undoes."""
-    from bot.rollback_flow import describe_impact
-
     plan = view.plan
     out = [bk.section("\n".join(lines))]
     if plan.get("target"):
         out.append(bk.section(describe_impact(plan), block_id=f"impact:{view.id}"))
-    if view.status == "awaiting":
+    if view.status is RunStatus.AWAITING:
         options = [backup_option(b) for b in plan.get("backups", [])]
         chosen = next((o for o in options if o["value"] == plan.get("target")), None)
         text = "*Choose the backup to restore* (verified backups, newest first)"
@@ -122,8 +139,6 @@ def _rollback_summary(view: RunView, lines: list[str]) -> list[dict[str, Any]]:
 
 
 def backup_option(b: dict[str, Any]) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
     age = (datetime.now(UTC) - datetime.fromisoformat(b["created_at"])).total_seconds()
     kind = " (pre-restore snapshot)" if b.get("kind") == "pre-restore" else ""
     label = f"{b['id']} · {bk.duration(age)} ago · {bk.size(b.get('size_bytes'))}{kind}"
@@ -165,7 +180,7 @@ def _checklist(view: RunView) -> list[dict[str, Any]]:
             by = " (bot)" if status in ("pass", "na") else ""
             lines.append(f"{STATUS_ICON.get(status, '')} {item.label}: {check.get('reason', '')}{by}")
     out = [bk.section("\n".join(lines), block_id=f"checklist_text:{view.id}")]
-    if manual_options and view.status in ("awaiting", "scheduled"):
+    if manual_options and view.status in runs.WAITING:
         out.append(bk.actions([bk.checkboxes("checklist", manual_options, selected)],
                               block_id=f"checklist:{view.id}"))
     return out
@@ -180,13 +195,13 @@ def _approvals(view: RunView) -> list[dict[str, Any]]:
         lines.append(f":x: {bk.user(v['user'])} rejected ({v['via']}, {v['at'][11:19]} UTC)")
     for v in a.expired:
         lines.append(f":hourglass: {bk.user(v['user'])}'s approval expired: approve again")
-    if view.status in ("awaiting", "scheduled"):
+    if view.status in runs.WAITING:
         who = ", ".join(bk.user(x) for x in view.env.approvers) or "anyone"
         self_note = "" if view.env.allow_self_approval else "; the requester cannot approve"
         lines.append(f"_Approvers: {who}{self_note}. Approve with the button or :white_check_mark:, "
                      f"reject with :x:. {expiry_note(view)}_")
     out = [bk.section("\n".join(lines), block_id=f"approvals_text:{view.id}")]
-    if view.status in ("awaiting", "scheduled"):
+    if view.status in runs.WAITING:
         out.append(bk.actions([
             bk.button("Approve", "approve", str(view.id), style="primary"),
             bk.button("Reject", "reject", str(view.id), style="danger"),
@@ -209,11 +224,11 @@ def _progress(view: RunView) -> list[dict[str, Any]]:
 def _result(view: RunView) -> list[dict[str, Any]]:
     run = view.run
     result = run.get("result") or {}
-    if view.status == "succeeded" and result.get("summary"):
+    if view.status is RunStatus.SUCCEEDED and result.get("summary"):
         return [bk.section(f":tada: *Succeeded.* {result['summary']}", block_id=f"result:{view.id}")]
-    if view.status in ("failed", "interrupted", "aborted", "rejected", "expired", "cancelled"):
+    if view.status in runs.FINAL and view.status is not RunStatus.SUCCEEDED:
         reason = run.get("error") or result.get("summary") or ""
-        icon = ":rotating_light:" if view.status == "failed" else ":no_entry_sign:"
+        icon = ":rotating_light:" if view.status is RunStatus.FAILED else ":no_entry_sign:"
         text = f"{icon} *{RUN_STATUS[view.status].capitalize()}.* {reason}"
         if run.get("decision"):
             text += f"\nDecision: {run['decision']}"
@@ -227,28 +242,20 @@ def _controls(view: RunView) -> list[dict[str, Any]]:
         elements.append(bk.button(view.kind.run_label, "run", str(view.id), style="primary"))
     elements += scheduled_controls(view)
     if view.abortable:
-        label = "Cancel schedule" if view.status == "scheduled" else "Abort"
+        label = "Cancel schedule" if view.status is RunStatus.SCHEDULED else "Abort"
         elements.append(bk.button(label, "abort", str(view.id), style="danger"))
-    if view.status == "awaiting" and any(c.get("status") == "fail" for c in view.checks.values()):
+    if view.status is RunStatus.AWAITING and any(c.get("status") == "fail" for c in view.checks.values()):
         elements.append(bk.button("Re-check", "recheck", str(view.id)))
     out = []
-    if view.status == "awaiting" and not view.ready:
+    if view.status is RunStatus.AWAITING and not view.ready:
         missing = view.missing()
         if missing:
             out.append(bk.context("Run unlocks when these are done: " + "; ".join(missing)))
     if elements:
         out.append(bk.actions(elements, block_id=f"controls:{view.id}"))
-    if view.status == "failed" and view.run["kind"] == "migrate" and not view.run.get("decision"):
+    if view.status is RunStatus.FAILED and view.kind.incident_on_failure and not view.run.get("decision"):
         out.append(incident_actions(view.id, (view.run.get("result") or {}).get("failed_migration")))
     return out
-
-
-def incident_actions(run_id: int, failed_migration: str | None) -> dict[str, Any]:
-    elements = [bk.button("Roll back to backup", "incident_rollback", str(run_id), style="danger")]
-    if failed_migration:
-        elements.append(bk.button("Mark rolled back", "incident_mark_rolled_back", str(run_id)))
-    elements.append(bk.button("Fix forward", "incident_fix_forward", str(run_id)))
-    return bk.actions(elements, block_id=f"incident:{run_id}")
 
 
 # --- terminate runs and scheduled runs (the /db and scheduler issue) -------------------------------------
@@ -267,11 +274,9 @@ def terminate_lines(view: RunView) -> list[str]:
 
 def scheduled_lines(view: RunView) -> list[str]:
     """"Scheduled for …", what must be ready by then, and the typed confirmation recorded ahead."""
-    from bot.schedules import slack_date
-
-    lines = [f":alarm_clock: *Scheduled for {slack_date(view.run['scheduled_for'])}.* It starts then only if the "
+    lines = [f":alarm_clock: *Scheduled for {slack_date(view.run['scheduled_for'] or '')}.* It starts then only if the "
              "checklist and approvals are complete; Cancel schedule (Abort) ends it."]
-    if view.kind.confirm_word(view.env):
+    if confirm_word(view.kind, view.env):
         confirmed = view.plan.get("confirmed")
         lines.append(f":keyboard: Typed confirmation recorded by {bk.user(confirmed['by'])}." if confirmed else
                      ":keyboard: Needs the typed confirmation *before* its time: press Confirm now.")
@@ -279,7 +284,7 @@ def scheduled_lines(view: RunView) -> list[str]:
 
 
 def scheduled_controls(view: RunView) -> list[dict[str, Any]]:
-    if view.status == "scheduled" and view.kind.confirm_word(view.env) and not view.plan.get("confirmed"):
+    if view.status is RunStatus.SCHEDULED and confirm_word(view.kind, view.env) and not view.plan.get("confirmed"):
         return [bk.button(":keyboard: Confirm now", "run", str(view.id), style="primary")]
     return []
 
@@ -287,6 +292,33 @@ def scheduled_controls(view: RunView) -> list[dict[str, Any]]:
 def expiry_note(view: RunView) -> str:
     """How long an approval counts (``approval_expiry``): a scheduled run needs them fresh at its start."""
     note = f"Approvals count for {bk.duration(view.env.approval_expiry)}"
-    if view.status == "scheduled":
+    if view.status is RunStatus.SCHEDULED:
         return note + ": approve close enough to the start."
     return note + "."
+
+
+def describe_impact(plan: dict[str, Any]) -> str:
+    """The restore's consequences in words, for the run message."""
+    impact = plan.get("impact") or {}
+    lines = [f"Restoring `{plan['target']}` (taken {bk.duration(impact.get('age_seconds'))} ago):"]
+    lines.append("• data written since then is saved in a safety snapshot taken first, not lost")
+    undone = impact.get("undone_migrations")
+    if undone:
+        more = f" … and {len(undone) - 10} more" if len(undone) > 10 else ""
+        shown = ", ".join(f"`{n}`" for n in undone[:10]) + more
+        lines.append(f"• migrations applied since then are undone: {shown}")
+    elif undone is not None:
+        lines.append("• no migration was applied since then")
+    if impact.get("error"):
+        lines.append(f"• {impact['error']}")
+    lines.append("• the current database is kept under another name until retention removes it")
+    return "\n".join(lines)
+
+
+#: The summary lines of each kind that has its own (a restore's is :func:`_rollback_summary`).
+KIND_LINES: dict[str, Callable[[RunView], list[str]]] = {
+    "migrate": _migrate_lines,
+    "undo": _undo_lines,
+    "resolve": _resolve_lines,
+    "terminate": terminate_lines,
+}

@@ -1,4 +1,8 @@
-"""Everything needed to render a run, read from state in one place."""
+"""A run as people see it: read from state in one place, with what still stands before Run.
+
+``ready`` and ``missing()`` are the rule that decides whether a run may start: target
+chosen, checklist complete, approvals met (:mod:`bot.rules.approval_policy`, :mod:`bot.rules.checklist`).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bot import checklist
-from bot.approval_policy import ApprovalState, evaluate
 from bot.config import Environment
-from bot.run_kinds import KINDS, Kind
-from state import approvals, runs, steps
-from state import checklist as ticks_state
+from bot.rules import checklist
+from bot.rules.approval_policy import ApprovalState, evaluate
+from bot.rules.confirmation import confirm_word
+from bot.rules.kinds import KINDS, Kind
+from state import approvals, runs, steps, ticks
+from state.runs import Run, RunStatus
 from state.store import Store
 
 
 @dataclass
 class RunView:
-    run: dict[str, Any]
+    run: Run
     env: Environment
     ticks: dict[str, dict[str, Any]]
     approval: ApprovalState
@@ -29,8 +34,8 @@ class RunView:
         return int(self.run["id"])
 
     @property
-    def status(self) -> str:
-        return str(self.run["status"])
+    def status(self) -> RunStatus:
+        return RunStatus(self.run["status"])
 
     @property
     def plan(self) -> dict[str, Any]:
@@ -54,19 +59,19 @@ class RunView:
     @property
     def target_chosen(self) -> bool:
         """A rollback needs a chosen backup; the other kinds know their target from the start."""
-        return self.run["kind"] != "rollback" or bool(self.plan.get("target"))
+        return not self.kind.needs_target or bool(self.plan.get("target"))
 
     @property
     def ready(self) -> bool:
         """Run may start: target chosen, checklist complete and approvals met."""
-        return self.status == "awaiting" and self.target_chosen and self.checklist_done and self.approval.met
+        return self.status is RunStatus.AWAITING and self.target_chosen and self.checklist_done and self.approval.met
 
     @property
     def abortable(self) -> bool:
         """Until the first migration starts, and between migrations."""
-        if self.status in ("awaiting", "scheduled"):
+        if self.status in runs.WAITING:
             return True
-        if self.status != "running" or self.run["kind"] != "migrate":
+        if self.status is not RunStatus.RUNNING or not self.kind.stops_between_steps:
             return False  # a restore, undo or resolve is not stopped half-way
         return not any(s["status"] == "running" and s["name"].startswith("migration:") for s in self.steps)
 
@@ -85,6 +90,14 @@ class RunView:
         return out
 
 
+    def missing_at_scheduled_start(self) -> list[str]:
+        """What stops a scheduled run at its time: the usual, and a typed confirmation not recorded ahead."""
+        out = self.missing()
+        if confirm_word(self.kind, self.env) and not self.plan.get("confirmed"):
+            out.append("typed confirmation (record it beforehand with Confirm now)")
+        return out
+
+
 def load_run_view(store: Store, env: Environment, run_id: int, members: set[str],
                   now: datetime | None = None) -> RunView | None:
     run = runs.get(store, run_id)
@@ -93,5 +106,5 @@ def load_run_view(store: Store, env: Environment, run_id: int, members: set[str]
     now = now or datetime.now(UTC)
     approval = evaluate(env, requested_by=run["requested_by"], votes=approvals.live(store, run_id),
                         members=members, now=now, needed=KINDS[run["kind"]].needed_approvals(env))
-    return RunView(run=run, env=env, ticks=ticks_state.ticks(store, run_id), approval=approval,
+    return RunView(run=run, env=env, ticks=ticks.ticks(store, run_id), approval=approval,
                    steps=steps.steps(store, run_id), now=now)

@@ -15,7 +15,7 @@
     >>> parse("/migrate", "stagin", cfg)
     Traceback (most recent call last):
     ...
-    bot.commands.UsageError: unknown environment "stagin"; environments: staging, prod (production)
+    bot.command_parser.UsageError: unknown environment "stagin"; environments: staging, prod (production)
 
 Parsing is pure: nothing happens for a command that does not parse, and the person gets
 the usage text back.

@@ -17,17 +17,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from bot import approval_policy
 from bot.actor import Actor, refuse, tell
 from bot.config import Environment
 from bot.render import messages
+from bot.rules import approval_policy
 from bot.workflow import Workflow
 from state import locks, runs
+from state.runs import RunStatus
 
 log = logging.getLogger(__name__)
 
 
-async def open_run(wf: Workflow, env: Environment, actor: Actor, kind: str, *, status: str = "awaiting",
+async def open_run(wf: Workflow, env: Environment, actor: Actor, kind: str, *,
+                   status: RunStatus = RunStatus.AWAITING,
                    plan: dict[str, Any] | None = None, lock: bool = True) -> int | None:
     """Create a run of ``kind`` holding ``env``'s lock; None (after a refusal) when not allowed or locked."""
     reason = approval_policy.may_request(env, actor.user)
@@ -50,16 +52,15 @@ async def refuse_locked(wf: Workflow, actor: Actor, env_name: str, holder: dict[
     """Tell the person who holds the environment, since when, with a link to that run."""
     other = runs.get(wf.store, holder["run_id"])
     link = None
-    if other and other.get("message_ts"):
+    if other and other["message_ts"]:
         link = await wf.slack.permalink(other["channel"], other["message_ts"])
     wf.audit(actor.user, "refused_locked", env=env_name, detail=f"held by {holder['holder']} run {holder['run_id']}")
     await tell(wf, actor, messages.lock_held(env_name, holder, link))
 
 
-def release(wf: Workflow, run_id: int, env_name: str, status: str, **fields: Any) -> None:
-    """End a run that never started and free its environment."""
-    runs.transition(wf.store, run_id, ["awaiting", "scheduled"], status, **fields)
-    locks.release(wf.store, env_name, run_id)
+def end_unstarted(wf: Workflow, run_id: int, status: RunStatus, **fields: Any) -> bool:
+    """End a run that never started (its lock goes with it); False when it had moved on."""
+    return runs.transition(wf.store, run_id, status, only_from=runs.WAITING, **fields)
 
 
 @asynccontextmanager
@@ -69,7 +70,7 @@ async def preparing(wf: Workflow, run_id: int, env: Environment, actor: Actor) -
         yield
     except Exception as exc:
         log.exception("preparing run %s on %s failed", run_id, env.name)
-        release(wf, run_id, env.name, "cancelled", error=f"internal error while preparing: {exc}")
+        end_unstarted(wf, run_id, RunStatus.CANCELLED, error=f"internal error while preparing: {exc}")
         await refuse(wf, actor, f"something went wrong while preparing the run on {env.name}, so nothing was "
                                 f"started and the environment is free again ({type(exc).__name__}: {exc}); "
                                 "the bot's log has the details", env=env.name)
@@ -79,7 +80,7 @@ async def post_or_cancel(wf: Workflow, run_id: int, env: Environment, actor: Act
     """Post the run message (audited); when Slack refuses it, end the run and say so."""
     wf.audit(actor.user, "request", run=runs.get(wf.store, run_id), detail=detail)
     if await wf.post_run_message(run_id) is None:
-        release(wf, run_id, env.name, "cancelled", error="Slack refused the run message")
+        end_unstarted(wf, run_id, RunStatus.CANCELLED, error="Slack refused the run message")
         await refuse(wf, actor, "Slack refused the run message, so nothing was started (see the bot's log)",
                      env=env.name)
         return False

@@ -1,70 +1,32 @@
-"""The runbook's pre-migration checklist: eight items, the bot proving every one it can.
+"""The bot's own checks of the checklist items: it proves every item it can.
 
-Each item ends in one of four states: ``pass`` (the bot proved it, and says how), ``na``
-(does not apply here, and why), ``fail`` (the bot found a problem: it blocks the run until a
-re-check passes) or ``manual`` (a person ticks it; every tick is attributed and audited).
+Each check returns ``{"status", "reason"}`` (see :func:`bot.rules.checklist.result`); an
+unexpected error or a slow server fails only its own item.
 
-    >>> [i.key for i in ITEMS]
-    ['review', 'staging', 'backup', 'downtime', 'rollback_plan', 'notification', 'monitoring', 'pool']
+    checks = await run_checks(config, env, plan, channel_name="deploys")
+    checks["pool"]   # {"status": "pass", "reason": "pgBouncer: 0 clients waiting …"}
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
+from actions.backup import preflight
+from actions.db import database_name
 from actions.errors import ActionError
+from actions.health import check_health_url
+from actions.pgbouncer import pool_health
+from actions.status import migration_status
 from bot.config import Config, Environment
-from bot.redact import redact
+from bot.rules.checklist import ITEM_KEYS, result
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Item:
-    key: str
-    label: str
-    hint: str
-
-
-ITEMS = (
-    Item("review", "Review migration files", "every pending migration's SQL is in the thread"),
-    Item("staging", "Test on staging", "the environments before this one ran exactly these migrations"),
-    Item("backup", "Database backup", "the backup system works; a fresh backup is taken before applying"),
-    Item("downtime", "Downtime window", "needed when a migration is not zero-downtime safe"),
-    Item("rollback_plan", "Rollback plan", "rollback procedure reviewed; `/rollback ENV` restores a backup"),
-    Item("notification", "Team notification", "the team is told of the upcoming migration"),
-    Item("monitoring", "Monitor setup", "monitoring and alerting are active"),
-    Item("pool", "Connection pool", "pgBouncer is configured and healthy"),
-)
-ITEM_KEYS = tuple(i.key for i in ITEMS)
-LABELS = {i.key: i.label for i in ITEMS}
-
-
-def result(status: str, reason: str) -> dict[str, str]:
-    return {"status": status, "reason": redact(reason)}
-
-
-def is_done(key: str, checks: dict[str, dict[str, str]], ticks: dict[str, dict[str, Any]]) -> bool:
-    check = checks.get(key, {"status": "pending"})
-    if check["status"] in ("pass", "na"):
-        return True
-    if check["status"] == "manual":
-        return bool(ticks.get(key, {}).get("checked"))
-    return False
-
-
-def summary(checks: dict[str, dict[str, str]], ticks: dict[str, dict[str, Any]]) -> tuple[int, int]:
-    """(items done, items in all)."""
-    return sum(is_done(k, checks, ticks) for k in ITEM_KEYS), len(ITEM_KEYS)
-
-
 async def staging_gate(config: Config, env: Environment, plan: dict[str, Any]) -> dict[str, str]:
     """The environments ``env`` requires have these exact migrations applied, same checksums."""
-    from actions.status import migration_status
-
     if not env.requires:
         return result("na", f"{env.name} requires no earlier environment")
     wanted = {m["name"]: m["checksum"] for m in plan.get("migrations", [])}
@@ -94,8 +56,6 @@ async def staging_gate(config: Config, env: Environment, plan: dict[str, Any]) -
 
 
 async def backup_check(env: Environment) -> dict[str, str]:
-    from actions.backup import preflight
-
     try:
         checks = await preflight(env.migration_url, env.backup_dir, env.name, free_margin=env.backup_free_margin)
     except ActionError as exc:
@@ -120,8 +80,6 @@ def downtime_check(plan: dict[str, Any]) -> dict[str, str]:
 async def monitoring_check(env: Environment) -> dict[str, str]:
     if not env.health_url:
         return result("manual", "no health_url configured: confirm monitoring yourselves")
-    from actions.health import check_health_url
-
     check = await check_health_url(env.health_url)
     status = {"pass": "pass", "warn": "manual"}.get(check.status, "fail")
     return result(status, f"health URL: {check.reason}")
@@ -130,9 +88,6 @@ async def monitoring_check(env: Environment) -> dict[str, str]:
 async def pool_check(env: Environment) -> dict[str, str]:
     if not env.pgbouncer_admin_url:
         return result("manual", "no pgbouncer_admin_url configured: confirm the pool yourselves")
-    from actions.db import database_name
-    from actions.pgbouncer import pool_health
-
     try:
         health = await pool_health(env.pgbouncer_admin_url, database_name(env.database_url))
     except ActionError as exc:

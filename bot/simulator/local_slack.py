@@ -12,8 +12,9 @@ ephemeral messages, open modals) and serves ``response_url``s::
     assert slack.messages("C1")[0].text == "hi"
     await slack.stop()
 
-What it enforces (each one a bug real Slack would surface in production): bearer token, known channels and
-users, ``no_text``, Block Kit limits (:mod:`bot.blockkit_check`) -> ``invalid_blocks`` / ``invalid_arguments``,
+What it enforces (each one a bug real Slack would surface in production): bearer token, known channels
+and users, ``no_text``, Block Kit limits (:mod:`bot.simulator.blockkit_check`) -> ``invalid_blocks`` /
+``invalid_arguments``,
 ``message_not_found`` / ``cant_update_message``, trigger ids valid once for 3 s, 5 uses per ``response_url``.
 """
 
@@ -34,7 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.blockkit_check import check_message, check_view
+from bot.simulator.blockkit_check import check_message, check_view
 
 log = logging.getLogger(__name__)
 

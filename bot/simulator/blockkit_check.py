@@ -14,7 +14,7 @@ returns *every* problem, each naming where it is (``blocks[3].elements[0].text``
     ...
     ValueError: invalid view: view.title.text is 30 chars (max 24); view has 0 blocks (min 1)
 
-The fake Slack Web API (:mod:`bot.local_slack`) answers ``invalid_blocks`` / ``invalid_arguments``
+The fake Slack Web API (:mod:`bot.simulator.local_slack`) answers ``invalid_blocks`` / ``invalid_arguments``
 when these functions find anything, so the bot's renderers are tested against the same rules.
 """
 
@@ -207,7 +207,7 @@ class _Checker:
             if not isinstance(groups, list):
                 self.add(f"{where}.option_groups must be a list")
                 return
-            flat = []
+            flat: list[Any] = []
             for g, group in enumerate(groups):
                 if isinstance(group, dict) and isinstance(group.get("options"), list):
                     flat.extend((f"{where}.option_groups[{g}].options[{k}]", o) for k, o in enumerate(group["options"]))

@@ -14,9 +14,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from actions.backup import BackupProgress, take_backup
 from actions.errors import ActionError
+from bot.config import Environment
+from bot.render import messages
 from bot.workflow import Workflow
-from state import locks, runs, steps
+from state import runs, steps
+from state.runs import RunStatus
 
 
 class StepFailed(Exception):
@@ -52,28 +56,24 @@ def skip_rest(wf: Workflow, run_id: int, status: str = "skipped") -> None:
             steps.finish(wf.store, run_id, s["name"], status)
 
 
-def conclude(wf: Workflow, run_id: int, user: str, *, status: str, result: dict[str, Any],
-             error: str | None = None) -> None:
-    """End an executing run: final status, audit, the environment's lock released, message refreshed."""
-    run = runs.get(wf.store, run_id) or {"id": run_id}
-    if status != "succeeded":
-        skip_rest(wf, run_id, "aborted" if status == "aborted" else "skipped")
-    runs.transition(wf.store, run_id, ["running"], status, result=result, error=error, current_step=status)
-    wf.audit(user, status, run=run, detail=error or result.get("summary", ""))
-    if run.get("env"):
-        locks.release(wf.store, run["env"], run_id)
+def conclude(wf: Workflow, run_id: int, user: str, *, status: RunStatus, result: dict[str, Any],
+             error: str | None = None, action: str | None = None) -> None:
+    """End an executing run: final status (which frees the environment), audit, message refreshed."""
+    run = runs.get(wf.store, run_id)
+    if status is not RunStatus.SUCCEEDED:
+        skip_rest(wf, run_id, "aborted" if status is RunStatus.ABORTED else "skipped")
+    fields: dict[str, Any] = {"result": result, "error": error, "current_step": str(status)}
+    runs.transition(wf.store, run_id, status, only_from=[RunStatus.RUNNING], **fields)
+    wf.audit(user, action or str(status), run=run, detail=error or result.get("summary", ""))
     wf.executing.pop(run_id, None)
     wf.refresh(run_id)
 
 
-async def backup_first(wf: Workflow, run_id: int, env: Any, user: str, position: int, reason: str) -> str:
+async def backup_first(wf: Workflow, run_id: int, env: Environment, user: str, position: int, reason: str) -> str:
     """A verified backup before any schema change (shared by every executor that changes the schema)."""
-    from actions.backup import take_backup
-    from bot.render import blocks as bk
-
     async with step(wf, run_id, "backup", "Backup (pg_dump)", position) as note:
-        def progress(p: Any) -> None:
-            steps.note(wf.store, run_id, "backup", f"{bk.size(p.bytes_written)} written, {bk.duration(p.elapsed)}")
+        def progress(p: BackupProgress) -> None:
+            steps.note(wf.store, run_id, "backup", messages.backup_progress(p.bytes_written, p.elapsed))
             wf.refresh(run_id)
 
         try:
@@ -84,5 +84,12 @@ async def backup_first(wf: Workflow, run_id: int, env: Any, user: str, position:
         if not info.verified:
             raise StepFailed(f"backup {info.id} did not verify, so nothing was changed")
         runs.update(wf.store, run_id, backup_id=info.id)
-        note["detail"] = f"`{info.id}`, {bk.size(info.size_bytes)}, verified"
+        note["detail"] = messages.backup_done(info.id, info.size_bytes)
     return info.id
+
+
+def settle_step(wf: Workflow, run_id: int, name: str, status: str, detail: str) -> None:
+    """Close a step left open (after a restart) with what the database server says happened."""
+    existing = {s["name"]: s for s in steps.steps(wf.store, run_id)}
+    if name in existing and existing[name]["status"] in ("pending", "running"):
+        steps.finish(wf.store, run_id, name, status, detail=detail)
