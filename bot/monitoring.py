@@ -1,4 +1,4 @@
-"""`/db report|health|blockers ENV`, after the handler's ``ack()`` (Terminate is a run: bot/runs/terminate.py).
+"""`/db report|health|blockers|drift ENV`, after the handler's ``ack()`` (Terminate is a run: bot/runs/terminate.py).
 
 Answers go to the channel as a message (the team wants to see them); a failure (cannot
 connect, ...) goes to the person only, in one sentence. The monitoring queries use the
@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from actions.drift import DriftReport, check_environment
 from actions.errors import ActionError
 from actions.health import health_check
 from actions.lock_chains import blocking_sessions, find_blockers
 from actions.report import monitoring_report
 from bot.actor import Actor, refuse
 from bot.config import Environment
+from bot.render import drift as drift_render
 from bot.render import reports
 from bot.workflow import Workflow
 
@@ -69,3 +71,22 @@ async def post_blockers(wf: Workflow, env: Environment, actor: Actor) -> str | N
     wf.audit(actor.user, "db_blockers", env=env.name, detail=f"{len(chains)} waiting")
     return await _post(wf, actor, env, "blockers", reports.blockers_message(env.name, chains,
                                                                            blocking_sessions(chains)))
+
+
+async def post_drift(wf: Workflow, env: Environment, actor: Actor) -> str | None:
+    """`/db drift ENV`: files vs ledger and the expected schema (built in a scratch database) vs the live one."""
+    report = await drift_report(wf, env, actor)
+    if report is None:
+        return None
+    wf.audit(actor.user, "db_drift", env=env.name, detail=drift_render.headline(report))
+    return await _post(wf, actor, env, "drift", drift_render.drift_message(report))
+
+
+async def drift_report(wf: Workflow, env: Environment, actor: Actor) -> DriftReport | None:
+    """The drift check of ``env``, or None after telling ``actor`` why it could not run."""
+    try:
+        return await check_environment(env)
+    except ActionError as exc:
+        await refuse(wf, actor, f"cannot check {env.name} for drift: {exc}", env=env.name, action="drift_failed")
+        return None
+

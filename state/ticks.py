@@ -15,11 +15,9 @@ from state.store import Store, now_iso
 
 
 def tick(store: Store, run_id: int, item: str, checked: bool, *, by: str, source: str) -> None:
-    with store.lock:
-        store.db.table("checklist").upsert({"run_id": run_id, "item": item, "checked": int(checked),
-                                      "by": by, "at": now_iso(), "source": source},
-                                     pk=("run_id", "item"))
+    store.upsert("checklist", {"run_id": run_id, "item": item, "checked": int(checked),
+                               "by": by, "at": now_iso(), "source": source}, pk=("run_id", "item"))
 
 
 def ticks(store: Store, run_id: int) -> dict[str, dict[str, Any]]:
-    return {r["item"]: r for r in store.db.table("checklist").rows_where("run_id = ?", [run_id])}
+    return {r["item"]: r for r in store.fetch_all("SELECT * FROM checklist WHERE run_id = ? ORDER BY item", [run_id])}

@@ -11,7 +11,8 @@ import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.simulator.local_slack import LocalSlack
+from bot.simulator.local_slack import LocalSlack, RateLimits
+from bot.slack_out import CountedRateLimitRetries, with_retries
 
 
 def section(text: str = "hi") -> dict[str, Any]:
@@ -116,7 +117,7 @@ async def test_trigger_ids_are_single_use_and_short_lived(slack: LocalSlack, cli
     assert await error_of(client.views_open(trigger_id=trigger, view=modal("t" * 25))) == "invalid_arguments"
     assert "view.title.text is 25 chars (max 24)" in slack.errors()[-1].response["errors"]
     view = (await client.views_open(trigger_id=trigger, view=modal()))["view"]
-    assert await error_of(client.views_open(trigger_id=trigger, view=modal())) == "expired_trigger_id"
+    assert await error_of(client.views_open(trigger_id=trigger, view=modal())) == "exchanged_trigger_id"
 
     slack.trigger_ttl = 0.05
     stale = slack.issue_trigger_id("U1")
@@ -233,3 +234,73 @@ async def test_ts_values_are_unique_and_increasing(slack: LocalSlack, client: As
     assert len(set(stamps)) == 20
     ordered = [m.ts for m in slack.messages("C1")]
     assert ordered == sorted(ordered, key=float) and all(len(ts.split(".")[1]) == 6 for ts in ordered)
+
+
+# --- stricter, as real Slack is (issue 13) ----------------------------------------------------------------
+
+
+async def test_chat_update_and_reactions_need_the_channel_id(slack: LocalSlack, client: AsyncWebClient) -> None:
+    posted = await client.chat_postMessage(channel="#deploys", text="by name")
+    assert posted["channel"] == "C1", "chat.postMessage takes a name and answers with the id"
+    ts = posted["ts"]
+    assert await error_of(client.chat_update(channel="#deploys", ts=ts, text="x")) == "channel_not_found"
+    assert await error_of(client.chat_update(channel="deploys", ts=ts, text="x")) == "channel_not_found"
+    assert await error_of(client.reactions_add(channel="#deploys", timestamp=ts, name="eyes")) == "channel_not_found"
+    assert (await client.chat_update(channel="C1", ts=ts, text="by id"))["text"] == "by id"
+
+
+async def test_where_the_bot_is_not_a_member(slack: LocalSlack, client: AsyncWebClient) -> None:
+    slack.add_channel("G1", "secrets", private=True, bot_member=False)
+    slack.add_channel("C9", "release", bot_member=False)
+    slack.add_group_dm("G2", {"U1", "U2"})
+    assert await error_of(client.chat_postMessage(channel="G1", text="x")) == "channel_not_found"
+    assert await error_of(client.chat_postMessage(channel="G2", text="x")) == "channel_not_found"
+    assert await error_of(client.chat_postEphemeral(channel="G1", user="U1", text="x")) == "channel_not_found"
+    assert await error_of(client.conversations_info(channel="G1")) == "channel_not_found"
+    # a public channel: chat:write.public lets the bot post; without it, not_in_channel
+    assert (await client.chat_postMessage(channel="C9", text="public"))["ok"]
+    slack.scopes.discard("chat:write.public")
+    assert await error_of(client.chat_postMessage(channel="C9", text="x")) == "not_in_channel"
+    info = (await client.conversations_info(channel="C9", include_num_members=True))["channel"]
+    assert info["is_member"] is False and info["num_members"] == 2 and info["name"] == "release"
+    joined = await client.conversations_join(channel="C9")
+    assert joined["channel"]["is_member"] is True and slack.conversations["C9"].bot_member
+    assert (await client.chat_postMessage(channel="C9", text="member now"))["ok"]
+    assert await error_of(client.conversations_join(channel="G1")) == "method_not_supported_for_channel_type"
+    dm = slack.add_dm("U1")
+    info = (await client.conversations_info(channel=dm))["channel"]
+    assert info["is_im"] is True and info["user"] == "U1"
+    assert slack.channel_name_for_command(dm) == "directmessage"
+    assert slack.channel_name_for_command("G1") == "privategroup"
+    assert slack.channel_name_for_command("C9") == "release"
+
+
+async def test_rate_limits_answer_429_with_retry_after() -> None:
+    async with LocalSlack(users={"U1": "alice"}, channels={"C1": "deploys", "C2": "ops"},
+                          rate_limits=RateLimits(post_burst=3, post_per_second=1.0)) as slack:
+        async with aiohttp.ClientSession() as http:
+            async def post(channel: str) -> tuple[int, str | None, dict[str, Any]]:
+                async with http.post(f"{slack.base_url}chat.postMessage", json={"channel": channel, "text": "x"},
+                                     headers={"Authorization": f"Bearer {slack.bot_token}"}) as r:
+                    return r.status, r.headers.get("Retry-After"), await r.json()
+
+            answers = [await post("C1") for _ in range(4)]
+            assert [a[0] for a in answers] == [200, 200, 200, 429], "a burst of 3, then about 1 per second"
+            assert answers[3][1] == "1" and answers[3][2] == {"ok": False, "error": "ratelimited"}
+            assert (await post("C2"))[0] == 200, "the limit is per channel"
+            assert len(slack.rate_limited) == 1 and slack.errors() == []
+            await asyncio.sleep(1.05)
+            assert (await post("C1"))[0] == 200
+
+
+async def test_the_sdk_client_with_the_bots_retry_handlers_waits_out_a_429() -> None:
+    async with LocalSlack(users={"U1": "alice"}, channels={"C1": "deploys"},
+                          rate_limits=RateLimits(post_burst=1, post_per_second=1.0)) as slack:
+        client = with_retries(AsyncWebClient(token=slack.bot_token, base_url=slack.base_url))
+        for text in ("one", "two"):
+            await client.chat_postMessage(channel="C1", text=text)
+        assert [m.text for m in slack.messages("C1")] == ["one", "two"], "none lost"
+        (counter,) = [h for h in client.retry_handlers if isinstance(h, CountedRateLimitRetries)]
+        assert counter.seen == 1 and counter.waited >= 1.0
+        if client.session is not None:
+            await client.session.close()

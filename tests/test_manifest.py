@@ -37,8 +37,10 @@ def test_manifest_enables_socket_mode_interactivity_and_reaction_events(manifest
 def test_manifest_has_the_scopes_the_bot_calls_need_and_no_more(manifest):
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     # commands; chat.postMessage/update/postEphemeral; posting in public channels; approvals by
-    # reaction; approver user groups (usergroups.users.list); user names
-    needed = {"commands", "chat:write", "chat:write.public", "reactions:read", "usergroups:read", "users:read"}
+    # reaction; approver user groups (usergroups.users.list); user names; conversations.info on
+    # channels, private channels, DMs and group DMs; conversations.join of a public channel it posts in
+    needed = {"commands", "chat:write", "chat:write.public", "reactions:read", "usergroups:read", "users:read",
+              "channels:read", "groups:read", "im:read", "mpim:read", "channels:join"}
     assert needed <= scopes, f"missing scopes: {sorted(needed - scopes)}"
     # a scope the bot does not use makes the install screen ask for more than it needs
     assert scopes <= needed, f"scopes nothing uses: {sorted(scopes - needed)} (add them here when code needs them)"

@@ -10,6 +10,7 @@ Every text is cut to its Block Kit limit here, so a long log never makes Slack r
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from actions.humanize import age, duration, size  # noqa: F401  (bk.size, bk.duration, bk.age)
@@ -25,6 +26,52 @@ MESSAGE_BLOCK_LIMIT = 50
 FIELD_LIMIT = 2000
 
 Block = dict[str, Any]
+
+
+def esc(text: object) -> str:
+    """Text that did not come from our templates, made safe for ``mrkdwn``: ``&``, ``<``, ``>`` only.
+
+    Slack reads ``<…>`` as links and mentions, so a migration comment ``-- <!channel>`` would
+    notify the whole channel; Slack names exactly these three characters to escape and nothing
+    else (https://api.slack.com/reference/surfaces/formatting#escaping).
+
+    >>> esc("WHERE id < 10 AND id > 2 -- <!channel> & co")
+    'WHERE id &lt; 10 AND id &gt; 2 -- &lt;!channel&gt; &amp; co'
+    """
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def ticked(name: object) -> str:
+    """A name from data (migration, database, backup, app) as inline code, escaped.
+
+    >>> ticked("a<b>")
+    '`a&lt;b&gt;`'
+    """
+    return f"`{esc(name)}`"
+
+
+_PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
+# the only mentions our own code writes into text stored with a run (error, decision): "rejected by
+# <@U…>" at the start, "…, decided by <@U…>" at the end; everything else in stored text is escaped
+_STORED_MENTION = re.compile(r"^((?:rejected|aborted|cancelled) by )&lt;@([UW][A-Z0-9]+)&gt;"
+                             r"|(decided by )&lt;@([UW][A-Z0-9]+)&gt;$")
+
+
+def stored(text: object) -> str:
+    """Text stored with a run (error, decision, step detail, check reason) for ``mrkdwn``.
+
+    It mixes our words with data (exception texts, names), so all of it is escaped, except the
+    one mention our own templates put at its start or end.
+
+    >>> stored("rejected by <@U1ALICE> <!here>")
+    'rejected by <@U1ALICE> &lt;!here&gt;'
+    >>> stored("fix forward, decided by <@U1BOB>")
+    'fix forward, decided by <@U1BOB>'
+    """
+    def mention(m: re.Match[str]) -> str:
+        return f"{m.group(1)}<@{m.group(2)}>" if m.group(1) else f"{m.group(3)}<@{m.group(4)}>"
+
+    return _STORED_MENTION.sub(mention, esc(text))
 
 
 def cut(text: str, limit: int, marker: str = "…") -> str:
@@ -70,8 +117,16 @@ def divider() -> Block:
 
 
 def code(text: str, limit: int = SECTION_TEXT_LIMIT) -> str:
-    """A code block that stays within a section's limit once the fences are added."""
-    body = cut(text.replace("```", "ˋˋˋ"), limit - 8)
+    """Data (SQL, logs, queries) in a code block, escaped, within a section's limit once fenced.
+
+    Slack parses ``<…>`` inside code blocks too, so the body is escaped like any data.
+
+    >>> code("SELECT 1 WHERE a < b")
+    '```SELECT 1 WHERE a &lt; b```'
+    """
+    body = cut(esc(redact(text).replace("```", "ˋˋˋ")), limit - 8)
+    if body.endswith("…"):  # never leave half an entity (``&am…``) at the cut
+        body = _PARTIAL_ENTITY.sub("", body[:-1]) + "…"
     return f"```{body}```"
 
 
@@ -159,3 +214,14 @@ def user(user_id: str) -> str:
     if user_id.startswith(("U", "W")):
         return f"<@{user_id}>"
     return user_id
+
+
+def channel(ref: str) -> str:
+    """A link to a channel: ``<#C123>`` for an id, ``#name`` (escaped) for a name from the configuration.
+
+    >>> channel("C0DEPLOYS"), channel("#deploys")
+    ('<#C0DEPLOYS>', '#deploys')
+    """
+    if re.fullmatch(r"[CGD][A-Z0-9]{2,}", ref):
+        return f"<#{ref}>"
+    return "#" + esc(ref.lstrip("#"))

@@ -78,10 +78,10 @@ def age(seconds: float | None) -> str:
 def report_message(env_name: str, report: Any) -> tuple[str, Blocks]:
     """The monitoring report (:class:`actions.report.Report`) of ``env_name``."""
     r = report
-    text = f"Database report: {env_name} ({r.database}, {bk.size(r.database_bytes)})"
+    text = f"Database report: {env_name} ({bk.esc(r.database)}, {bk.size(r.database_bytes)})"
     out: Blocks = [bk.header(f"Database report: {env_name}")]
-    out.append(bk.section(f"Database `{r.database}`: *{bk.size(r.database_bytes)}* · PostgreSQL "
-                          f"{r.server_version.split()[0]}"))
+    out.append(bk.section(f"Database {bk.ticked(r.database)}: *{bk.size(r.database_bytes)}* · PostgreSQL "
+                          f"{bk.esc(r.server_version.split()[0])}"))
     out.append(table_section("*Largest tables* (total size with indexes and TOAST)", ["table", "size"],
                              [[f"{t.schema}.{t.table}" if t.schema != "public" else t.table, bk.size(t.bytes)]
                               for t in r.tables], right=[1], more=r.tables_more, empty="no tables"))
@@ -98,8 +98,9 @@ def report_message(env_name: str, report: Any) -> tuple[str, Blocks]:
         out.append(bk.section("*Never-used indexes*: none"))
     states = sorted(r.connections_by_state.items(), key=lambda kv: (-kv[1], kv[0]))
     out.append(table_section(
-        f"*Connections* on `{r.database}` by state (this report's own left out) · {r.connections_total} on the "
-        f"server of max {r.max_connections}", ["state", "count"], states, right=[1], empty="no other connection"))
+        f"*Connections* on {bk.ticked(r.database)} by state (this report's own left out) · "
+        f"{r.connections_total} on the server of max {r.max_connections}", ["state", "count"], states, right=[1],
+        empty="no other connection"))
     out.append(table_section(
         f"*Queries running longer than {age(r.long_query_threshold)}*",
         ["pid", "user", "app", "state", "for", "query"],
@@ -119,10 +120,11 @@ def health_message(health: Any, *, scheduled: bool = False) -> tuple[str, Blocks
     lines = []
     for c in health.checks:
         took = f" ({c.latency_ms:.0f} ms)" if c.latency_ms is not None else ""
-        lines.append(f"{VERDICT_ICON.get(c.status, '')} *{c.name}* — {c.status}: {c.reason}{took}")
+        lines.append(f"{VERDICT_ICON.get(c.status, '')} *{bk.esc(c.name)}* — {c.status}: {bk.esc(c.reason)}{took}")
     summary = {"pass": "Every check passed.",
                "warn": "No check failed; the warnings are worth a look.",
-               "fail": f"{len(health.failed)} check(s) failed: " + ", ".join(c.name for c in health.failed) + "."}
+               "fail": f"{len(health.failed)} check(s) failed: "
+                       + ", ".join(bk.esc(c.name) for c in health.failed) + "."}
     head = f"{VERDICT_ICON.get(verdict, '')} *{title}*. {summary.get(verdict, '')}"
     out: Blocks = [bk.section(head)]
     chunk: list[str] = []
@@ -147,8 +149,8 @@ def describe_session(s: Any, *, age_of: str = "xact") -> str:
     seconds = s.xact_age if age_of == "xact" else s.query_age
     what = "transaction open" if age_of == "xact" else "waiting"
     when = f", {what} {age(seconds)}" if seconds is not None else ""
-    return (f"pid *{s.pid}* · user `{s.user or '?'}` · app `{s.application or '—'}` · "
-            f"{s.state or 'unknown state'}{when}")
+    return (f"pid *{s.pid}* · user {bk.ticked(s.user or '?')} · app {bk.ticked(s.application or '—')} · "
+            f"{bk.esc(s.state or 'unknown state')}{when}")
 
 
 def blockers_message(env_name: str, chains: Sequence[Any], roots: Sequence[Any]) -> tuple[str, Blocks]:
@@ -162,8 +164,8 @@ def blockers_message(env_name: str, chains: Sequence[Any], roots: Sequence[Any])
     for c in chains:
         w = c.waiting
         by = ", ".join(str(b.pid) for b in c.blockers) or "?"
-        line = (f"• {describe_session(w, age_of='query')} on {w.wait_event or 'a lock'}, blocked by pid {by}\n"
-                f"      `{short_query(w.query, 150)}`")
+        line = (f"• {describe_session(w, age_of='query')} on {bk.esc(w.wait_event or 'a lock')}, blocked by pid {by}\n"
+                f"      {bk.ticked(short_query(w.query, 150))}")
         if len("\n".join([*lines, line])) > 2800:
             lines.append(f"… {len(chains) - len(lines) + 1} more waiting")
             break
@@ -175,7 +177,7 @@ def blockers_message(env_name: str, chains: Sequence[Any], roots: Sequence[Any])
         button = bk.button(":skull: Terminate…", "terminate_blocker", f"{env_name}:{s.pid}", style="danger",
                            confirm=bk.confirm_dialog(
                                f"Terminate pid {s.pid}?",
-                               f"This asks for a terminate run of pid {s.pid} (user {s.user or '?'}) on "
+                               f"This asks for a terminate run of pid {s.pid} (user {bk.esc(s.user or '?')}) on "
                                f"{env_name}: its transaction is rolled back and its client disconnected. "
                                "Approvals apply where the environment needs them.",
                                confirm="Terminate", deny="Cancel"))

@@ -15,7 +15,12 @@ ephemeral messages, open modals) and serves ``response_url``s::
 What it enforces (each one a bug real Slack would surface in production): bearer token, known channels
 and users, ``no_text``, Block Kit limits (:mod:`bot.simulator.blockkit_check`) -> ``invalid_blocks`` /
 ``invalid_arguments``,
-``message_not_found`` / ``cant_update_message``, trigger ids valid once for 3 s, 5 uses per ``response_url``.
+``message_not_found`` / ``cant_update_message``, trigger ids valid once for 3 s, 5 uses per ``response_url``,
+channels of every kind (public, private, DMs, group DMs) with members: ``chat.update`` and the other
+methods that take a message need the channel *id*, posting where the bot is not a member fails
+(``not_in_channel`` / ``channel_not_found``), ``conversations.join`` only for public channels; and,
+when ``rate_limits`` is given, HTTP 429 with ``Retry-After`` beyond the per-channel posting limit and
+the per-method tiers (see :class:`RateLimits`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import inspect
 import itertools
 import json
 import logging
+import math
+import re
 import secrets
 import string
 import time
@@ -36,6 +43,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.simulator.blockkit_check import check_message, check_view
+from bot.simulator.socket_mode import SocketModeHub
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,75 @@ MAX_VIEW_STACK = 3
 JSON_FIELDS = ("blocks", "view", "attachments", "metadata")  # JSON strings when sent form-encoded
 
 ChangeListener = Callable[[str, "str | None", str], Any]
+
+# Slack's tiers, requests per minute per method (https://api.slack.com/docs/rate-limits): Tier 2 20+,
+# Tier 3 50+, Tier 4 100+; chat.postMessage is "special": about 1 message per second per channel.
+METHOD_TIERS: dict[str, int] = {
+    "chat.update": 50, "chat.delete": 50, "conversations.info": 50, "conversations.join": 50,
+    "conversations.history": 50, "conversations.replies": 50, "chat.getPermalink": 100,
+    "chat.postEphemeral": 100, "views.open": 100, "views.update": 100, "views.push": 100, "users.info": 100,
+    "reactions.add": 50, "reactions.remove": 50, "usergroups.users.list": 20, "apps.connections.open": 50,
+}
+
+
+@dataclass
+class RateLimits:
+    """Slack's rate limits, scaled for tests: ``time_factor`` 0.1 makes every window ten times shorter.
+
+    Posting: a burst of ``post_burst`` messages per channel, then ``post_per_second`` (Slack: "1 per
+    second. Short bursts >1 allowed", https://api.slack.com/docs/rate-limits). Other methods: their
+    tier per minute (``METHOD_TIERS``), with a burst of a tenth of it. Over a limit Slack answers
+    HTTP 429, ``Retry-After: <seconds>`` and ``{"ok": false, "error": "ratelimited"}``
+    (https://api.slack.com/docs/rate-limits#headers).
+    """
+
+    post_burst: int = 3
+    post_per_second: float = 1.0
+    time_factor: float = 1.0
+    tiers: dict[str, int] = field(default_factory=lambda: dict(METHOD_TIERS))
+
+
+class _Bucket:
+    """A token bucket: ``capacity`` tokens, refilled at ``rate`` per second."""
+
+    def __init__(self, capacity: float, rate: float) -> None:
+        self.capacity, self.rate = capacity, rate
+        self.tokens, self.when = capacity, time.monotonic()
+
+    def take(self) -> float:
+        """0 when a token was taken, else the seconds until one is there."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.when) * self.rate)
+        self.when = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+@dataclass
+class Conversation:
+    """A conversation the stand-in knows: its kind, name, members and whether the bot is in it."""
+
+    id: str
+    kind: str  # public | private | im | mpim
+    name: str = ""
+    members: set[str] = field(default_factory=set)
+    bot_member: bool = True
+
+    def to_api(self, num_members: bool = False) -> dict[str, Any]:
+        """As ``conversations.info`` returns it (https://api.slack.com/methods/conversations.info)."""
+        out: dict[str, Any] = {"id": self.id, "is_channel": self.kind == "public",
+                               "is_group": self.kind == "private", "is_im": self.kind == "im",
+                               "is_mpim": self.kind == "mpim", "is_private": self.kind != "public",
+                               "is_archived": False, "is_member": self.bot_member}
+        if self.kind == "im":
+            out["user"] = next(iter(self.members), "")
+        else:
+            out["name"] = self.name
+        if num_members and self.kind != "im":
+            out["num_members"] = len(self.members) + (1 if self.bot_member else 0)
+        return out
 
 
 class SlackApiError(Exception):
@@ -153,6 +230,35 @@ class _ResponseUrl:
     uses: int = 0
 
 
+SENT_TEXT_METHODS = {"chat.postMessage", "chat.update", "chat.postEphemeral", "views.open", "views.update",
+                     "views.push", "response_url", "command_response", "view_submission.update",
+                     "view_submission.push", "view_submission.errors"}
+CONTROL = re.compile(r"<([^<>]*)>")
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _allowed(token: str, users: set[str], groups: set[str]) -> bool:
+    """Is ``<token>`` one of the control sequences our templates write (see ``stray_mentions``)?"""
+    if token.startswith("@"):
+        return token[1:].split("|")[0] in users
+    if token.startswith("!subteam^"):
+        return token[len("!subteam^"):].split("|")[0] in groups
+    if token.startswith("!date^"):
+        return True
+    if token.startswith("#"):
+        return bool(re.fullmatch(r"#[CGD][A-Z0-9]+(\|[^|]*)?", token))
+    return bool(re.match(r"https?://", token))
+
+
 def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.lower() in ("1", "true", "yes")
@@ -175,8 +281,14 @@ class LocalSlack:
         channels: dict[str, str] | None = None,
         usergroups: dict[str, list[str]] | None = None,
         trigger_ttl: float = TRIGGER_TTL,
+        rate_limits: RateLimits | None = None,
+        scopes: set[str] | None = None,
+        app_token: str = "xapp-1-local-test-app-token",
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
+        #: Socket Mode: apps.connections.open (with ``app_token``) hands out its ws:// URLs
+        self.socket = SocketModeHub(app_id)
         self.team_id = team_id
         self.team_domain = team_domain
         self.bot_user_id = bot_user_id
@@ -186,6 +298,14 @@ class LocalSlack:
         self.channels: dict[str, str] = dict(channels or {})
         self.usergroups: dict[str, list[str]] = {k: list(v) for k, v in (usergroups or {}).items()}
         self.trigger_ttl = trigger_ttl
+        self.rate_limits = rate_limits
+        #: the bot token's scopes that change what Slack allows (chat:write.public, channels:join)
+        self.scopes: set[str] = set(scopes if scopes is not None else {"chat:write.public", "channels:join"})
+        self.rate_limited: list[Call] = []  # every 429 answered
+        self._buckets: dict[str, _Bucket] = {}
+        # public channels given here: the bot and every known user are members
+        self.conversations: dict[str, Conversation] = {
+            cid: Conversation(cid, "public", name, set(self.users)) for cid, name in self.channels.items()}
         self.calls: list[Call] = []
         self.base_url: str | None = None  # http://127.0.0.1:PORT/api/ once started
         self.root_url: str | None = None  # http://127.0.0.1:PORT/
@@ -222,6 +342,7 @@ class LocalSlack:
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
             "conversations.info": self._conversations_info,
+            "conversations.join": self._conversations_join,
         }
 
     # ------------------------------------------------------------------ server
@@ -231,6 +352,7 @@ class LocalSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/response/{token}", self._handle_response_url)
+        app.router.add_get("/link/", self.socket.handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -238,10 +360,12 @@ class LocalSlack:
         bound_port = self._runner.addresses[0][1]
         self.root_url = f"http://{host}:{bound_port}/"
         self.base_url = f"{self.root_url}api/"
+        self.socket.root_url = self.root_url
         return self.base_url
 
     async def stop(self) -> None:
         """Stop serving (idempotent). The recorded state stays readable."""
+        await self.socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -254,6 +378,46 @@ class LocalSlack:
         await self.stop()
 
     # ------------------------------------------------------------------ public helpers
+
+    def add_channel(self, channel_id: str, name: str, *, private: bool = False, members: set[str] | None = None,
+                    bot_member: bool = True) -> Conversation:
+        """A public or private channel with ``members`` (default: every known user)."""
+        conv = Conversation(channel_id, "private" if private else "public", name,
+                            set(self.users) if members is None else set(members), bot_member)
+        self.conversations[channel_id] = conv
+        self.channels[channel_id] = name
+        return conv
+
+    def add_dm(self, user_id: str) -> str:
+        """The DM between ``user_id`` and the app (its Messages tab); returns its id (``D…``)."""
+        dm = "D" + user_id[1:]
+        self._dms[dm] = user_id
+        self.conversations[dm] = Conversation(dm, "im", "", {user_id}, True)
+        return dm
+
+    def add_group_dm(self, channel_id: str, members: set[str], *, bot_member: bool = False) -> Conversation:
+        """A group DM (``mpim``) between ``members``; the app is in it only when invited."""
+        conv = Conversation(channel_id, "mpim", "mpdm-" + "--".join(sorted(members)), set(members), bot_member)
+        self.conversations[channel_id] = conv
+        return conv
+
+    def channel_name_for_command(self, channel_id: str) -> str:
+        """The ``channel_name`` Slack sends with a slash command: ``directmessage`` from a DM and
+        ``privategroup`` from a private channel or group DM, not the channel's name
+        (https://api.slack.com/interactivity/slash-commands#app_command_handling)."""
+        conv = self.conversations.get(channel_id)
+        if conv is None:
+            return "directmessage" if channel_id.startswith("D") else channel_id
+        if conv.kind == "im":
+            return "directmessage"
+        if conv.kind in ("private", "mpim"):
+            return "privategroup"
+        return conv.name
+
+    def bot_is_member(self, channel_id: str) -> bool:
+        """Events (reactions) reach the app only from conversations it is a member of."""
+        conv = self.conversations.get(channel_id)
+        return conv is None or conv.bot_member
 
     def on_change(self, callback: ChangeListener) -> None:
         """Call ``callback(kind, channel, ts_or_view_id)`` after each change; may be sync or async.
@@ -298,9 +462,31 @@ class LocalSlack:
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
+    def stray_mentions(self) -> list[str]:
+        """Every ``<…>`` control sequence the bot sent that our own templates do not make.
+
+        Allowed: mentions of people and user groups the workspace has (``<@U…>``, ``<!subteam^S…>``),
+        dates (``<!date^…>``), channel links (``<#C…>``) and web links (``<https://…|…>``). Anything
+        else (``<!here>``, ``<!channel>``, a mention of nobody we know) came from data that was not
+        escaped (https://api.slack.com/reference/surfaces/formatting#escaping).
+        """
+        known = {*self.users, self.bot_user_id}
+        stray = []
+        for call in self.calls:
+            if call.method not in SENT_TEXT_METHODS:
+                continue
+            for text in _strings(call.args):
+                for token in CONTROL.findall(text):
+                    if not _allowed(token, known, set(self.usergroups)):
+                        stray.append(f"{call.method}: <{token}> in {text[:200]!r}")
+        return stray
+
     def errors(self) -> list[Call]:
-        """Every call the stand-in rejected: a passing end-to-end test usually asserts this is empty."""
-        return [c for c in self.calls if not c.ok]
+        """Every call the stand-in rejected: a passing end-to-end test usually asserts this is empty.
+
+        429s are left out: a client retries them after ``Retry-After`` (they are in ``rate_limited``).
+        """
+        return [c for c in self.calls if not c.ok and c.error != "ratelimited"]
 
     def messages(self, channel: str) -> list[Message]:
         """Top-level messages of a channel, oldest first (thread replies are in ``Message.replies``)."""
@@ -440,6 +626,14 @@ class LocalSlack:
             except SlackApiError as exc:
                 args, response = {}, {"ok": False, "error": exc.code}
             else:
+                wait = self._rate_limited(method, args)
+                if wait:
+                    response = {"ok": False, "error": "ratelimited"}
+                    self._record(method, args, response, transport)
+                    self.rate_limited.append(self.calls[-1])
+                    # Retry-After is whole seconds (https://api.slack.com/docs/rate-limits#headers)
+                    return web.json_response(response, status=429,
+                                             headers={"Retry-After": str(max(1, math.ceil(wait)))})
                 response = self._dispatch(method, request, args)
             self._record(method, args, response, transport)
             await self._fire_pending()
@@ -470,6 +664,28 @@ class LocalSlack:
                     raise SlackApiError(f"invalid_{key}_format" if key != "view" else "invalid_arguments") from exc
         return args
 
+    def _rate_limited(self, method: str, args: dict[str, Any]) -> float:
+        """Seconds to wait when this call is over a limit, else 0 (and the call counts)."""
+        limits = self.rate_limits
+        if limits is None:
+            return 0.0
+        if method == "chat.postMessage":
+            try:
+                key = "post:" + self._resolve_channel(args.get("channel"))
+            except SlackApiError:
+                return 0.0  # the call fails anyway, with its own error
+            capacity, rate = float(limits.post_burst), limits.post_per_second
+        elif method in limits.tiers:
+            key = "method:" + method
+            per_minute = limits.tiers[method]
+            capacity, rate = max(1.0, per_minute / 10), per_minute / 60
+        else:
+            return 0.0
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(capacity, rate / limits.time_factor)
+        return bucket.take()
+
     def _dispatch(self, method: str, request: web.Request, args: dict[str, Any]) -> dict[str, Any]:
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else args.get("token")
@@ -477,8 +693,15 @@ class LocalSlack:
         args.pop("_json", None)
         if not token:
             return {"ok": False, "error": "not_authed"}
+        if method == "apps.connections.open":
+            # an app-level token only (https://api.slack.com/methods/apps.connections.open)
+            if token == self.bot_token:
+                return {"ok": False, "error": "not_allowed_token_type"}
+            if token != self.app_token:
+                return {"ok": False, "error": "invalid_auth"}
+            return {"ok": True, "url": self.socket.open_url()}
         if token != self.bot_token:
-            return {"ok": False, "error": "invalid_auth"}
+            return {"ok": False, "error": "not_allowed_token_type" if token == self.app_token else "invalid_auth"}
         handler = self._methods.get(method)
         if handler is None:
             return {"ok": False, "error": "unknown_method"}
@@ -534,19 +757,38 @@ class LocalSlack:
     def _new_hash(self) -> str:
         return f"{int(time.time())}.{secrets.token_hex(4)}"
 
-    def _resolve_channel(self, channel: Any) -> str:
+    def _resolve_channel(self, channel: Any, *, id_only: bool = False) -> str:
+        """The channel id for ``channel``; a ``#name`` only where Slack takes one (``chat.postMessage``).
+
+        ``chat.update``, ``chat.delete``, ``reactions.*`` and ``conversations.*`` take the channel *id*
+        ("Channel containing the message to be updated", https://api.slack.com/methods/chat.update):
+        a name is ``channel_not_found``.
+        """
         if not isinstance(channel, str) or not channel:
             raise SlackApiError("channel_not_found")
-        if channel in self.channels or channel in self._dms:
+        if channel in self.channels or channel in self._dms or channel in self.conversations:
             return channel
+        if id_only:
+            raise SlackApiError("channel_not_found")
         name = channel.lstrip("#")
         for cid, cname in self.channels.items():
             if cname == name:
                 return cid
         if channel in self.users or channel == self.bot_user_id:  # a user id: the DM with the bot
-            dm = "D" + channel[1:]
-            self._dms[dm] = channel
-            return dm
+            return self.add_dm(channel) if "D" + channel[1:] not in self._dms else "D" + channel[1:]
+        raise SlackApiError("channel_not_found")
+
+    def _postable(self, channel: str) -> None:
+        """Where the bot is not a member: a public channel needs chat:write.public (else
+        ``not_in_channel``); a private channel, DM or group DM it was not invited to is
+        ``channel_not_found`` (https://api.slack.com/methods/chat.postMessage#errors)."""
+        conv = self.conversations.get(channel)
+        if conv is None or conv.bot_member:
+            return
+        if conv.kind == "public":
+            if "chat:write.public" not in self.scopes:
+                raise SlackApiError("not_in_channel")
+            return
         raise SlackApiError("channel_not_found")
 
     def _find(self, channel: str, ts: Any) -> Message:
@@ -624,12 +866,13 @@ class LocalSlack:
 
     def _chat_post_message(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._resolve_channel(args.get("channel"))
+        self._postable(channel)
         text, blocks = self._check_content(args)
         msg = self._store(channel, self.bot_user_id, text, blocks, args.get("thread_ts"))
         return {"channel": channel, "ts": msg.ts, "message": msg.to_api(self.team_id)}
 
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
-        channel = self._resolve_channel(args.get("channel"))
+        channel = self._resolve_channel(args.get("channel"), id_only=True)
         msg = self._find(channel, args.get("ts"))
         if msg.user != self.bot_user_id:
             raise SlackApiError("cant_update_message")
@@ -644,6 +887,11 @@ class LocalSlack:
 
     def _chat_post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._resolve_channel(args.get("channel"))
+        conv = self.conversations.get(channel)
+        if conv is not None and not conv.bot_member:
+            # an app can post ephemerally only where it is a member (a DM it was not invited to,
+            # a private channel: channel_not_found): https://api.slack.com/methods/chat.postEphemeral#errors
+            raise SlackApiError("channel_not_found" if conv.kind != "public" else "not_in_channel")
         user = args.get("user")
         if user not in self.users:
             raise SlackApiError("user_not_found")
@@ -652,7 +900,7 @@ class LocalSlack:
         return {"message_ts": msg.ts}
 
     def _chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
-        channel = self._resolve_channel(args.get("channel"))
+        channel = self._resolve_channel(args.get("channel"), id_only=True)
         msg = self._find(channel, args.get("ts"))
         if msg.user != self.bot_user_id:
             raise SlackApiError("cant_delete_message")
@@ -673,7 +921,7 @@ class LocalSlack:
         self._pending.append(("deleted", msg.channel, msg.ts))
 
     def _chat_get_permalink(self, args: dict[str, Any]) -> dict[str, Any]:
-        channel = self._resolve_channel(args.get("channel"))
+        channel = self._resolve_channel(args.get("channel"), id_only=True)
         msg = self._find(channel, args.get("message_ts"))
         link = f"https://{self.team_domain}.slack.com/archives/{channel}/p{msg.ts.replace('.', '')}"
         if msg.thread_ts:
@@ -681,8 +929,15 @@ class LocalSlack:
         return {"channel": channel, "permalink": link}
 
     def _take_trigger(self, trigger_id: Any) -> _Trigger:
+        # a trigger_id works once (exchanged_trigger_id after) and for 3 s (expired_trigger_id):
+        # https://api.slack.com/methods/views.open#errors, https://api.slack.com/interactivity/handling#modal_responses
         trigger = self._triggers.get(trigger_id) if isinstance(trigger_id, str) else None
-        if trigger is None or trigger.used or time.monotonic() - trigger.issued > self.trigger_ttl:
+        if trigger is None:
+            raise SlackApiError("invalid_trigger_id" if not isinstance(trigger_id, str) or trigger_id.count(".") < 2
+                                else "expired_trigger_id")
+        if trigger.used:
+            raise SlackApiError("exchanged_trigger_id")
+        if time.monotonic() - trigger.issued > self.trigger_ttl:
             raise SlackApiError("expired_trigger_id")
         return trigger
 
@@ -726,6 +981,8 @@ class LocalSlack:
         if opened is None:
             raise SlackApiError("not_found")
         view = self._valid_view(args.get("view"))
+        # hash: "a string that represents view state to protect against possible race conditions";
+        # a stale one is hash_conflict (https://api.slack.com/methods/views.update#errors)
         if args.get("hash") and args["hash"] != opened.hash:
             raise SlackApiError("hash_conflict")
         opened.view = self._with_ids(view, is_view=True)
@@ -746,7 +1003,7 @@ class LocalSlack:
         return {"user": self._user_obj(user)}
 
     def _reaction_target(self, args: dict[str, Any]) -> tuple[Message, str]:
-        channel = self._resolve_channel(args.get("channel"))
+        channel = self._resolve_channel(args.get("channel"), id_only=True)
         msg = self._find(channel, args.get("timestamp"))
         name = args.get("name")
         if not isinstance(name, str) or not name.strip(":"):
@@ -785,7 +1042,7 @@ class LocalSlack:
         return page, {"has_more": more, "response_metadata": {"next_cursor": str(offset + limit) if more else ""}}
 
     def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
-        channel = self._resolve_channel(args.get("channel"))
+        channel = self._resolve_channel(args.get("channel"), id_only=True)
         inclusive = _truthy(args.get("inclusive"))
         oldest, latest = float(args.get("oldest") or 0), float(args.get("latest") or 0) or float("inf")
 
@@ -800,7 +1057,7 @@ class LocalSlack:
         return {"messages": [m.to_api(self.team_id) for m in page], **meta}
 
     def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
-        channel = self._resolve_channel(args.get("channel"))
+        channel = self._resolve_channel(args.get("channel"), id_only=True)
         ts = args.get("ts")
         msg = self._by_ts.get((channel, ts)) if isinstance(ts, str) else None
         if msg is None:
@@ -811,11 +1068,27 @@ class LocalSlack:
         return {"messages": [m.to_api(self.team_id) for m in page], **meta}
 
     def _conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
-        channel = self._resolve_channel(args.get("channel"))
-        if channel in self._dms:
-            return {"channel": {"id": channel, "is_im": True, "user": self._dms[channel], "is_member": True}}
-        return {"channel": {"id": channel, "name": self.channels[channel], "is_channel": True, "is_im": False,
-                            "is_private": False, "is_archived": False, "is_member": True}}
+        channel = self._resolve_channel(args.get("channel"), id_only=True)
+        conv = self.conversations.get(channel)
+        if conv is None:
+            raise SlackApiError("channel_not_found")
+        if conv.kind != "public" and not conv.bot_member:
+            raise SlackApiError("channel_not_found")  # a private conversation the bot cannot see
+        return {"channel": conv.to_api(num_members=_truthy(args.get("include_num_members")))}
+
+    def _conversations_join(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Public channels only, with channels:join (https://api.slack.com/methods/conversations.join)."""
+        channel = self._resolve_channel(args.get("channel"), id_only=True)
+        conv = self.conversations.get(channel)
+        if conv is None:
+            raise SlackApiError("channel_not_found")
+        if conv.kind != "public":
+            raise SlackApiError("method_not_supported_for_channel_type")
+        if "channels:join" not in self.scopes:
+            raise SlackApiError("missing_scope", needed="channels:join")
+        extra: dict[str, Any] = {"warning": "already_in_channel"} if conv.bot_member else {}
+        conv.bot_member = True
+        return {"channel": conv.to_api(), **extra}
 
     # ------------------------------------------------------------------ response_url
 

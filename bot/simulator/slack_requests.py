@@ -34,6 +34,8 @@ from slack_sdk.signature import SignatureVerifier
 from bot.simulator.local_slack import LocalSlack, Message
 
 FORM = "application/x-www-form-urlencoded"
+#: the Socket Mode envelope type of each kind of request (https://api.slack.com/apis/connections/socket)
+SOCKET_TYPES = {"slash": "slash_commands", "event": "events_api"}
 ACK_TIMEOUT = 3.0  # Slack gives up on an answer after 3 s and shows the user an error
 JSON = "application/json"
 INPUT_TYPES = {"checkboxes", "static_select", "radio_buttons", "multi_static_select", "plain_text_input",
@@ -69,14 +71,18 @@ class SentRequest:
     content_type: str
     kind: str
     payload: dict[str, Any] = field(default_factory=dict)
+    envelope: Any = None  # the Socket Mode envelope it went in, when sent over Socket Mode
 
 
 class SlackDriver:
     """Acts like people in Slack against the bot at ``bot_url`` (the app's ``/slack/events`` URL)."""
 
-    def __init__(self, bot_url: str, signing_secret: str, slack: LocalSlack, team_id: str | None = None,
-                 api_app_id: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, bot_url: str | None, signing_secret: str, slack: LocalSlack, team_id: str | None = None,
+                 api_app_id: str | None = None, timeout: float = 10.0, *, socket_mode: bool = False) -> None:
+        """``socket_mode``: deliver everything as Socket Mode envelopes to the app connected to
+        ``slack.socket`` (no ``bot_url``, no signing), the way Slack does for a Socket Mode app."""
         self.bot_url = bot_url
+        self.socket_mode = socket_mode
         self.signing_secret = signing_secret
         self.slack = slack
         self.team_id = team_id or slack.team_id
@@ -106,6 +112,8 @@ class SlackDriver:
     async def post(self, body: bytes, content_type: str, timestamp: int | None = None,
                    signature: str | None = None, headers: dict[str, str] | None = None) -> Answer:
         """POST ``body`` to the bot, signed now (or at ``timestamp``; ``signature`` overrides, for forgeries)."""
+        if self.bot_url is None:
+            raise RuntimeError("this driver has no bot_url: it sends over Socket Mode")
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         sent = sign_request(self.signing_secret, body, int(time.time()) if timestamp is None else timestamp)
@@ -128,7 +136,15 @@ class SlackDriver:
             return Answer(status, raw.decode(errors="replace"))
 
     async def replay(self, request: SentRequest, retry_num: int = 1, retry_reason: str = "http_timeout") -> Answer:
-        """Send ``request`` again as Slack's retry number ``retry_num`` (same body, fresh signature)."""
+        """Send ``request`` again as Slack's retry number ``retry_num`` (same body, fresh signature;
+        over Socket Mode: the same envelope again, ``retry_attempt`` + 1)."""
+        if request.envelope is not None:
+            envelope = await self.slack.socket.deliver(request.envelope.type, request.payload,
+                                                       retry_of=request.envelope, retry_reason="timeout")
+            request.envelope = envelope
+            return self._socket_answer(envelope)
+        if self.bot_url is None:
+            raise RuntimeError("this driver has no bot_url: it sends over Socket Mode")
         return await self.post(request.body, request.content_type,
                                headers={"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": retry_reason})
 
@@ -142,7 +158,13 @@ class SlackDriver:
         request = SentRequest(body, ctype, kind, payload)
         self.last_request = self._last_by_kind[kind] = request
         started = time.monotonic()
-        if retry_num is None:
+        if self.socket_mode:
+            self.slack.touch()
+            envelope = await self.slack.socket.deliver(SOCKET_TYPES.get(kind, "interactive"), payload)
+            self.slack.touch()
+            request.envelope = envelope
+            answer = self._socket_answer(envelope)
+        elif retry_num is None:
             answer = await self.post(body, ctype)
         else:
             answer = await self.replay(request, retry_num)
@@ -153,6 +175,11 @@ class SlackDriver:
             # Slack shows "failed with the error dispatch_failed" (commands) or a red error (actions, modals)
             self.slack.note_failure(f"ack.{kind}", "dispatch_failed", status=answer.status)
         return answer
+
+    @staticmethod
+    def _socket_answer(envelope: Any) -> Answer:
+        """An envelope's ack as an answer: its payload is the ack's body (none: Slack timed out)."""
+        return Answer(200 if envelope.acked else 504, envelope.ack_payload)
 
     def _retry(self, kind: str, retry_num: int | None) -> SentRequest | None:
         """The earlier request of this kind to resend, when ``retry_num`` asks for a retry."""
@@ -167,9 +194,8 @@ class SlackDriver:
         return {"id": user_id, "username": name, "name": name, "team_id": self.team_id}
 
     def _channel_name(self, channel_id: str) -> str:
-        if channel_id in self.slack.channels:
-            return self.slack.channels[channel_id]
-        return "directmessage" if channel_id.startswith("D") else channel_id
+        # Slack sends directmessage / privategroup, not a name, from DMs and private channels
+        return self.slack.channel_name_for_command(channel_id)
 
     async def slash(self, user_id: str, command: str, text: str, channel_id: str,
                     retry_num: int | None = None) -> Answer:
@@ -308,12 +334,18 @@ class SlackDriver:
         return await self._send("block_actions", payload, retry_num)
 
     async def check(self, user_id: str, channel_id: str, message_ts: str, action_id: str,
-                    selected_values: list[str], retry_num: int | None = None) -> Answer:
-        """``user_id`` sets checkboxes ``action_id`` so exactly ``selected_values`` are ticked."""
+                    selected_values: list[str], retry_num: int | None = None, *,
+                    seen: Message | None = None) -> Answer:
+        """``user_id`` sets checkboxes ``action_id`` so exactly ``selected_values`` are ticked.
+
+        Slack sends the clicker's whole selection as their client showed it, and ``message`` as
+        that client last saw it: ``seen`` (a copy of an earlier version) is what an out-of-date
+        client showed; by default the message as the stand-in holds it now.
+        """
         again = self._retry("block_actions", retry_num)
         if again is not None:
             return await self.replay(again, retry_num or 1)
-        msg = self._stored(channel_id, message_ts)
+        msg = seen or self._stored(channel_id, message_ts)
         block_id, element = self._element(msg.blocks, action_id, type_="checkboxes")
         selected = self._pick(element, selected_values)
         key = (user_id, channel_id, message_ts)
@@ -322,6 +354,20 @@ class SlackDriver:
         action = self._action(block_id, element, selected_options=copy.deepcopy(selected))
         return await self._send("block_actions", self._message_payload(user_id, channel_id, msg, action, key),
                                 retry_num)
+
+    async def toggle(self, user_id: str, channel_id: str, message_ts: str, action_id: str, value: str,
+                     checked: bool = True, *, seen: Message | None = None) -> Answer:
+        """``user_id`` clicks one checkbox: their selection is what their client showed (``seen``,
+        default the current message) with that one box changed, as Slack sends it."""
+        msg = seen or self._stored(channel_id, message_ts)
+        _, element = self._element(msg.blocks, action_id, type_="checkboxes")
+        shown = [o["value"] for o in element.get("initial_options") or []]
+        values = [v for v in shown if v != value] + ([value] if checked else [])
+        return await self.check(user_id, channel_id, message_ts, action_id, values, seen=msg)
+
+    def snapshot(self, channel_id: str, message_ts: str) -> Message:
+        """A copy of the message as it is now: what a client that stops updating keeps showing."""
+        return copy.deepcopy(self._stored(channel_id, message_ts))
 
     async def select(self, user_id: str, channel_id: str, message_ts: str, action_id: str, value: str,
                      retry_num: int | None = None) -> Answer:
@@ -415,12 +461,25 @@ class SlackDriver:
         return await self._send("view_closed", payload, retry_num)
 
     async def react(self, user_id: str, channel_id: str, message_ts: str, reaction: str, removed: bool = False,
-                    retry_num: int | None = None) -> Answer:
-        """``user_id`` adds (or removes) ``:reaction:`` on a message: Slack state first, then the event."""
+                    retry_num: int | None = None) -> Answer | None:
+        """``user_id`` adds (or removes) ``:reaction:`` on a message: Slack state first, then the event.
+
+        Slack sends the event only when the app is a member of the conversation; otherwise the
+        reaction is shown and nothing reaches the bot (None is returned).
+        """
         again = self._retry("event", retry_num)
         if again is not None:
             return await self.replay(again, retry_num or 1)
         msg = self.slack.set_reaction(user_id, channel_id, message_ts, reaction.strip(":"), removed)
+        if not self.slack.bot_is_member(channel_id):
+            # https://api.slack.com/events/reaction_added: sent for messages in conversations the app is in
+            return None
+        payload = self.reaction_event(user_id, channel_id, message_ts, reaction, removed, msg)
+        return await self._send("event", payload, retry_num)
+
+    def reaction_event(self, user_id: str, channel_id: str, message_ts: str, reaction: str, removed: bool,
+                       msg: Message) -> dict[str, Any]:
+        """The Events API body of a reaction, as Slack sends it."""
         now = time.time()
         payload = {
             "token": "legacy-verification-token", "team_id": self.team_id, "api_app_id": self.api_app_id,
@@ -434,7 +493,7 @@ class SlackDriver:
                                                                  "ts": message_ts},
                       "item_user": msg.user, "event_ts": f"{now:.6f}"},
         }
-        return await self._send("event", payload, retry_num)
+        return payload
 
 
 async def serve_bolt_app(app: Any, host: str = "127.0.0.1", port: int = 0,
