@@ -19,40 +19,36 @@ from state.store import Store, now_iso
 
 def live(store: Store, run_id: int) -> list[dict[str, Any]]:
     """Votes not withdrawn, oldest first."""
-    return list(store.db.table("approvals").rows_where(
-        "run_id = ? AND withdrawn_at IS NULL", [run_id], order_by="id"))
+    return store.fetch_all("SELECT * FROM approvals WHERE run_id = ? AND withdrawn_at IS NULL ORDER BY id", [run_id])
 
 
 def vote(store: Store, run_id: int, user: str, decision: str, *, via: str) -> bool:
     """Record ``decision`` ("approve" or "reject"); a changed mind replaces the earlier vote.
 
-    Returns False when the person already has this same live vote.
+    Returns False when the person already has this same live vote. The read and the write are
+    one transaction that holds the run's row, so a button and a reaction reaching two replicas
+    at once count once.
     """
-    with store.lock:
+    with store.transaction(lock_row=("runs", run_id)):
         current = [v for v in live(store, run_id) if v["user"] == user]
         if current and current[-1]["decision"] == decision:
             return False
         stamp = now_iso()
         for v in current:
-            store.db.table("approvals").update(v["id"], {"withdrawn_at": stamp})
-        store.db.table("approvals").insert({"run_id": run_id, "user": user, "decision": decision,
-                                      "via": via, "at": stamp})
+            store.execute("UPDATE approvals SET withdrawn_at = ? WHERE id = ?", [stamp, v["id"]])
+        store.execute('INSERT INTO approvals (run_id, "user", decision, via, at) VALUES (?, ?, ?, ?, ?)',
+                      [run_id, user, decision, via, stamp])
     return True
 
 
 def withdraw(store: Store, run_id: int, user: str, decision: str) -> bool:
     """Withdraw a person's live vote of ``decision`` (a removed reaction)."""
-    with store.lock:
-        cursor = store.db.execute(
-            "UPDATE approvals SET withdrawn_at = ? WHERE run_id = ? AND [user] = ? AND decision = ?"
-            " AND withdrawn_at IS NULL", [now_iso(), run_id, user, decision])
-    return cursor.rowcount > 0
+    return store.execute(
+        'UPDATE approvals SET withdrawn_at = ? WHERE run_id = ? AND "user" = ? AND decision = ?'
+        " AND withdrawn_at IS NULL", [now_iso(), run_id, user, decision]) > 0
 
 
 def withdraw_all(store: Store, run_id: int) -> int:
     """Withdraw every live vote (the plan changed, so earlier approvals no longer hold)."""
-    with store.lock:
-        cursor = store.db.execute(
-            "UPDATE approvals SET withdrawn_at = ? WHERE run_id = ? AND withdrawn_at IS NULL",
-            [now_iso(), run_id])
-    return cursor.rowcount
+    return store.execute("UPDATE approvals SET withdrawn_at = ? WHERE run_id = ? AND withdrawn_at IS NULL",
+                         [now_iso(), run_id])

@@ -18,12 +18,9 @@ from state.store import Store, now_iso
 def record(store: Store, user: str | None, action: str, *, env: str | None = None,
            run_id: int | None = None, detail: str = "", channel: str | None = None,
            message_ts: str | None = None) -> None:
-    with store.lock:
-        store.db.table("audit").insert({
-            "at": now_iso(), "run_id": run_id, "env": env, "user": user or "",
-            "action": action, "detail": redact(detail), "channel": channel,
-            "message_ts": message_ts,
-        })
+    store.execute('INSERT INTO audit (at, run_id, env, "user", action, detail, channel, message_ts) '
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                  [now_iso(), run_id, env, user or "", action, redact(detail), channel, message_ts])
 
 
 def entries(store: Store, *, run_id: int | None = None, env: str | None = None,
@@ -36,5 +33,5 @@ def entries(store: Store, *, run_id: int | None = None, env: str | None = None,
     if env is not None:
         where.append("env = ?")
         args.append(env)
-    return list(store.db.table("audit").rows_where(" and ".join(where) or None, args,
-                                             order_by="id", limit=limit))
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    return store.fetch_all(f"SELECT * FROM audit {clause}ORDER BY id LIMIT {int(limit)}", args)

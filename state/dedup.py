@@ -10,24 +10,17 @@ Bolt does not deduplicate (bolt-python #868): the same event or command can arri
 
 from __future__ import annotations
 
-import sqlite3
-
 from state.store import Store, now_iso
 
 
 def first_time(store: Store, key: str) -> bool:
-    """True the first time ``key`` is seen, False on every later call."""
+    """True the first time ``key`` is seen, False on every later call (from any replica: the
+    table's primary key decides, not process memory)."""
     if not key:
         return True
-    with store.lock:
-        try:
-            store.db.execute("INSERT INTO dedup (key, at) VALUES (?, ?)", [key, now_iso()])
-        except sqlite3.IntegrityError:
-            return False
-    return True
+    return store.execute("INSERT INTO dedup (key, at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                         [key, now_iso()]) == 1
 
 
 def forget_older_than(store: Store, iso_cutoff: str) -> int:
-    with store.lock:
-        cursor = store.db.execute("DELETE FROM dedup WHERE at < ?", [iso_cutoff])
-    return cursor.rowcount
+    return store.execute("DELETE FROM dedup WHERE at < ?", [iso_cutoff])

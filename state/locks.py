@@ -10,30 +10,31 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from state.store import Store, now_iso
 
 
 def acquire(store: Store, env: str, *, run_id: int, holder: str) -> dict[str, Any] | None:
-    """Take the lock; return None when taken, else the current holder's row."""
+    """Take the lock; return None when taken, else the current holder's row.
+
+    The table's primary key (``env``) decides between replicas asking at the same moment.
+    """
     with store.lock:
-        try:
-            store.db.execute("INSERT INTO locks (env, run_id, holder, since) VALUES (?, ?, ?, ?)",
-                             [env, run_id, holder, now_iso()])
+        if store.execute("INSERT INTO locks (env, run_id, holder, since) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (env) DO NOTHING", [env, run_id, holder, now_iso()]) == 1:
             return None
-        except sqlite3.IntegrityError:
-            return holder_of(store, env)
+        held = holder_of(store, env)
+    # freed between the insert and the read (its run just ended): try again
+    return held if held is not None else acquire(store, env, run_id=run_id, holder=holder)
 
 
 def holder_of(store: Store, env: str) -> dict[str, Any] | None:
-    rows = list(store.db.table("locks").rows_where("env = ?", [env]))
-    return rows[0] if rows else None
+    return store.fetch_one("SELECT * FROM locks WHERE env = ?", [env])
 
 
 def all_locks(store: Store) -> list[dict[str, Any]]:
-    return list(store.db.table("locks").rows)
+    return store.fetch_all("SELECT * FROM locks ORDER BY env")
 
 
 def release_orphaned(store: Store, open_statuses: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -44,7 +45,7 @@ def release_orphaned(store: Store, open_statuses: tuple[str, ...]) -> list[dict[
     """
     marks = ", ".join("?" for _ in open_statuses)
     where = f"run_id NOT IN (SELECT id FROM runs WHERE status IN ({marks}))"
-    with store.lock:
-        freed = list(store.db.table("locks").rows_where(where, list(open_statuses)))
-        store.db.execute(f"DELETE FROM locks WHERE {where}", list(open_statuses))
+    with store.transaction():
+        freed = store.fetch_all(f"SELECT * FROM locks WHERE {where} ORDER BY env", list(open_statuses))
+        store.execute(f"DELETE FROM locks WHERE {where}", list(open_statuses))
     return freed

@@ -6,6 +6,11 @@ between them are the :data:`TRANSITIONS` table, and every status change goes thr
 the run ends, frees its environment's lock in the same transaction. No caller releases a
 lock by hand, and a double click or a retried request can never move a run twice.
 
+With several replicas on one PostgreSQL state, the move to ``running`` records the replica that
+won it as the run's ``owner``; that process stamps ``heartbeat_at`` while it lives
+(:func:`keep_alive`), and a run whose heartbeat went stale is taken over (:func:`claim`) and
+explained by the leader, never re-run.
+
     >>> from state.store import open_store
     >>> from state import locks
     >>> s = open_store(":memory:")
@@ -23,12 +28,19 @@ lock by hand, and a double click or a retried request can never move a run twice
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, TypedDict, cast
 
 from bot.redact import redact, redact_obj
 from state.store import Store, now_iso
+
+log = logging.getLogger(__name__)
+#: Seconds between two heartbeats of a process's running runs, unless the bot sets its own pace:
+#: well inside the default ``leader_lease`` (15 s) after which another replica examines the run.
+KEEP_ALIVE_EVERY = 5.0
 
 
 class RunStatus(StrEnum):
@@ -87,6 +99,8 @@ class Run(TypedDict):
     abort_requested: int
     scheduled_for: str | None
     decision: str | None
+    owner: str | None  # the replica executing it (set by the move to running)
+    heartbeat_at: str | None  # when that replica last said it is alive
 
 
 def sources_of(status: RunStatus) -> frozenset[RunStatus]:
@@ -123,20 +137,18 @@ def create(store: Store, *, kind: str, env: str, requested_by: str, channel: str
     if status not in INITIAL:
         raise ValueError(f"a run starts as {' or '.join(sorted(INITIAL))}, not {status}")
     stamp = now_iso()
-    with store.lock:
-        table = store.db.table("runs")
-        table.insert(_encode({
-            "kind": kind, "env": env, "status": str(status), "requested_by": requested_by,
-            "channel": channel, "created_at": stamp, "updated_at": stamp, "plan": plan or {},
-            "checks": {}, "abort_requested": 0,
-        }))
-        return int(table.last_pk or 0)
+    row = _encode({
+        "kind": kind, "env": env, "status": str(status), "requested_by": requested_by,
+        "channel": channel, "created_at": stamp, "updated_at": stamp, "plan": plan or {},
+        "checks": {}, "abort_requested": 0,
+    })
+    cols = ", ".join(f'"{k}"' for k in row)
+    return int(store.insert(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' for _ in row)})", list(row.values())))
 
 
 def delete(store: Store, run_id: int) -> None:
     """Forget a run that was never shown to anyone (its environment was locked)."""
-    with store.lock:
-        store.db.execute("DELETE FROM runs WHERE id = ?", [run_id])
+    store.execute("DELETE FROM runs WHERE id = ?", [run_id])
 
 
 def _in(statuses: Iterable[str]) -> tuple[str, list[str]]:
@@ -146,17 +158,19 @@ def _in(statuses: Iterable[str]) -> tuple[str, list[str]]:
 
 def count_open(store: Store) -> int:
     marks, values = _in(OPEN)
-    return int(store.db.table("runs").count_where(f"status IN ({marks})", values))
+    row = store.fetch_one(f"SELECT count(*) AS n FROM runs WHERE status IN ({marks})", values)
+    return int(row["n"]) if row else 0
 
 
 def get(store: Store, run_id: int) -> Run | None:
-    rows = list(store.db.table("runs").rows_where("id = ?", [run_id]))
-    return _decode(rows[0]) if rows else None
+    row = store.fetch_one("SELECT * FROM runs WHERE id = ?", [run_id])
+    return _decode(row) if row else None
 
 
 def by_message(store: Store, channel: str, message_ts: str) -> Run | None:
-    rows = list(store.db.table("runs").rows_where("channel = ? AND message_ts = ?", [channel, message_ts]))
-    return _decode(rows[0]) if rows else None
+    row = store.fetch_one("SELECT * FROM runs WHERE channel = ? AND message_ts = ? ORDER BY id LIMIT 1",
+                          [channel, message_ts])
+    return _decode(row) if row else None
 
 
 def update(store: Store, run_id: int, **fields: Any) -> None:
@@ -164,8 +178,9 @@ def update(store: Store, run_id: int, **fields: Any) -> None:
     if "status" in fields:
         raise ValueError("a run's status changes only through state.runs.transition")
     fields["updated_at"] = now_iso()
-    with store.lock:
-        store.db.table("runs").update(run_id, _encode(fields))
+    encoded = _encode(fields)
+    sets = ", ".join(f'"{k}" = ?' for k in encoded)
+    store.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*encoded.values(), run_id])
 
 
 def transition(store: Store, run_id: int, to_status: RunStatus, *,
@@ -175,8 +190,10 @@ def transition(store: Store, run_id: int, to_status: RunStatus, *,
     ``only_from`` narrows the allowed sources further (a restore's Cancel applies only to a
     run still ``awaiting``); naming a source the table does not allow is a programming error.
     Returns False, changing nothing, when the run is elsewhere (a double click, a retry, a
-    run that already ended). A move to a final status frees the environment's lock held by
-    this run, in the same transaction.
+    run that already ended, another replica that moved it first). A move to a final status
+    frees the environment's lock held by this run, in the same transaction. A move to
+    ``running`` records this replica as the run's owner (``owner``, ``heartbeat_at``): the
+    replica that wins the compare-and-set executes the run.
     """
     to_status = RunStatus(to_status)
     sources = sources_of(to_status)
@@ -187,22 +204,23 @@ def transition(store: Store, run_id: int, to_status: RunStatus, *,
         sources = frozenset(narrowed)
     if not sources:
         return False
-    encoded = _encode({**fields, "status": str(to_status), "updated_at": now_iso()})
-    sets = ", ".join(f"[{k}] = ?" for k in encoded)
+    stamp = now_iso()
+    if to_status is RunStatus.RUNNING:
+        fields = {"owner": store.replica, "heartbeat_at": stamp, **fields}
+        keep_alive(store)
+    encoded = _encode({**fields, "status": str(to_status), "updated_at": stamp})
+    sets = ", ".join(f'"{k}" = ?' for k in encoded)
     marks, values = _in(sources)
-    with store.lock:
-        store.db.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = store.db.execute(f"UPDATE runs SET {sets} WHERE id = ? AND status IN ({marks})",
-                                      [*encoded.values(), run_id, *values])
-            moved = cursor.rowcount == 1
-            if moved and to_status in FINAL:
-                store.db.execute("DELETE FROM locks WHERE run_id = ?", [run_id])
-            store.db.execute("COMMIT")
-        except BaseException:
-            store.db.execute("ROLLBACK")
-            raise
+    with store.transaction():
+        moved = store.execute(f"UPDATE runs SET {sets} WHERE id = ? AND status IN ({marks})",
+                              [*encoded.values(), run_id, *values]) == 1
+        if moved and to_status in FINAL:
+            store.execute("DELETE FROM locks WHERE run_id = ?", [run_id])
     return moved
+
+
+def _select(where: str, order: str = "id", limit: int | None = None) -> str:
+    return f"SELECT * FROM runs WHERE {where} ORDER BY {order}" + (f" LIMIT {int(limit)}" if limit else "")
 
 
 def open_runs(store: Store, env: str | None = None) -> list[Run]:
@@ -211,15 +229,75 @@ def open_runs(store: Store, env: str | None = None) -> list[Run]:
     if env:
         where += " AND env = ?"
         args.append(env)
-    return [_decode(r) for r in store.db.table("runs").rows_where(where, args, order_by="id")]
+    return [_decode(r) for r in store.fetch_all(_select(where), args)]
 
 
 def history(store: Store, env: str, limit: int = 10) -> list[Run]:
-    return [_decode(r) for r in store.db.table("runs").rows_where(
-        "env = ?", [env], order_by="id desc", limit=limit)]
+    return [_decode(r) for r in store.fetch_all(_select("env = ?", "id DESC", limit), [env])]
 
 
 def last_succeeded(store: Store, env: str, kind: str = "migrate") -> Run | None:
-    rows = list(store.db.table("runs").rows_where("env = ? AND kind = ? AND status = ?",
-                                            [env, kind, str(RunStatus.SUCCEEDED)], order_by="id desc", limit=1))
+    rows = store.fetch_all(_select("env = ? AND kind = ? AND status = ?", "id DESC", 1),
+                           [env, kind, str(RunStatus.SUCCEEDED)])
     return _decode(rows[0]) if rows else None
+
+
+# --- ownership across replicas ---------------------------------------------------------------------
+
+
+def heartbeat(store: Store) -> int:
+    """This replica is alive: stamp ``heartbeat_at`` on every run it executes; returns how many.
+
+        >>> from state.store import open_store
+        >>> s = open_store(":memory:", replica="host-a:1")
+        >>> run_id = create(s, kind="migrate", env="dev", requested_by="U1", channel="C1")
+        >>> transition(s, run_id, RunStatus.RUNNING), get(s, run_id)["owner"], heartbeat(s)
+        (True, 'host-a:1', 1)
+    """
+    return store.execute("UPDATE runs SET heartbeat_at = ? WHERE owner = ? AND status = ?",
+                         [now_iso(), store.replica, str(RunStatus.RUNNING)])
+
+
+def keep_alive(store: Store, every: float = KEEP_ALIVE_EVERY) -> None:
+    """Stamp :func:`heartbeat` every ``every`` seconds, on a thread of its own, until the store closes.
+
+    Started by the first move to ``running`` in this process (a CLI command carrying out a run
+    too), or earlier by the bot at its own pace (a third of ``[state] leader_lease``); once per store.
+    """
+    with store.lock:
+        if store.keeper is not None or store.closed.is_set():
+            return
+        store.keeper = threading.Thread(target=_keep, args=(store, every), name="migrabot-run-heartbeat",
+                                        daemon=True)
+    store.keeper.start()
+
+
+def _keep(store: Store, every: float) -> None:
+    while not store.closed.wait(every):
+        try:
+            heartbeat(store)
+        except Exception as exc:  # the state database is away: this process's runs go stale if it stays away
+            if not store.closed.is_set():
+                log.warning("heartbeat of this process's running runs failed: %s", redact(str(exc)))
+
+
+def stale_running(store: Store, older_than: str) -> list[Run]:
+    """Runs still ``running`` whose owner has not said it is alive since ``older_than`` (ISO text).
+
+    A run from before owners were recorded (no heartbeat at all) counts as stale.
+    """
+    return [_decode(r) for r in store.fetch_all(
+        _select("status = ? AND (heartbeat_at IS NULL OR heartbeat_at < ?)"),
+        [str(RunStatus.RUNNING), older_than])]
+
+
+def claim(store: Store, run_id: int, *, older_than: str | None) -> bool:
+    """Take over a running run to examine it: this replica becomes its owner, once.
+
+    With ``older_than``, only while the owner's heartbeat is still older (it did not come back);
+    False when another replica claimed it first or the run is no longer running.
+    """
+    stale = " AND (heartbeat_at IS NULL OR heartbeat_at < ?)" if older_than is not None else ""
+    args = [older_than] if older_than is not None else []
+    return store.execute(f"UPDATE runs SET owner = ?, heartbeat_at = ? WHERE id = ? AND status = ?{stale}",
+                         [store.replica, now_iso(), run_id, str(RunStatus.RUNNING), *args]) == 1

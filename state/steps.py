@@ -18,36 +18,33 @@ from state.store import Store, now_iso
 
 
 def start(store: Store, run_id: int, name: str, label: str, *, position: int, detail: str = "") -> None:
-    with store.lock:
-        store.db.table("steps").upsert({"run_id": run_id, "name": name, "label": label, "position": position,
-                                  "status": "running", "started_at": now_iso(), "finished_at": None,
-                                  "duration": None, "detail": detail}, pk=("run_id", "name"))
+    store.upsert("steps", {"run_id": run_id, "name": name, "label": label, "position": position,
+                           "status": "running", "started_at": now_iso(), "finished_at": None,
+                           "duration": None, "detail": detail}, pk=("run_id", "name"))
 
 
 def plan(store: Store, run_id: int, name: str, label: str, *, position: int) -> None:
     """Show a step as coming (pending) before it starts."""
-    with store.lock:
-        store.db.table("steps").upsert({"run_id": run_id, "name": name, "label": label, "position": position,
-                                  "status": "pending"}, pk=("run_id", "name"))
+    store.upsert("steps", {"run_id": run_id, "name": name, "label": label, "position": position,
+                           "status": "pending"}, pk=("run_id", "name"))
 
 
 def note(store: Store, run_id: int, name: str, detail: str) -> None:
-    with store.lock:
-        store.db.table("steps").update((run_id, name), {"detail": redact(detail)})
+    store.execute("UPDATE steps SET detail = ? WHERE run_id = ? AND name = ?", [redact(detail), run_id, name])
 
 
 def finish(store: Store, run_id: int, name: str, status: str, *, detail: str | None = None) -> None:
-    rows = list(store.db.table("steps").rows_where("run_id = ? AND name = ?", [run_id, name]))
+    row = store.fetch_one("SELECT started_at FROM steps WHERE run_id = ? AND name = ?", [run_id, name])
     stamp = now_iso()
     duration = None
-    if rows and rows[0].get("started_at"):
-        duration = (datetime.fromisoformat(stamp) - datetime.fromisoformat(rows[0]["started_at"])).total_seconds()
+    if row and row.get("started_at"):
+        duration = (datetime.fromisoformat(stamp) - datetime.fromisoformat(row["started_at"])).total_seconds()
     fields: dict[str, Any] = {"status": status, "finished_at": stamp, "duration": duration}
     if detail is not None:
         fields["detail"] = redact(detail)
-    with store.lock:
-        store.db.table("steps").update((run_id, name), fields)
+    sets = ", ".join(f'"{k}" = ?' for k in fields)
+    store.execute(f"UPDATE steps SET {sets} WHERE run_id = ? AND name = ?", [*fields.values(), run_id, name])
 
 
 def steps(store: Store, run_id: int) -> list[dict[str, Any]]:
-    return list(store.db.table("steps").rows_where("run_id = ?", [run_id], order_by="position, started_at"))
+    return store.fetch_all("SELECT * FROM steps WHERE run_id = ? ORDER BY position, COALESCE(started_at, '')", [run_id])

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from state.store import open_store
 from tests import pgserver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,3 +128,60 @@ def make_stack(tmp_path: Path, pg_server: pgserver.Server, database: str, prod_d
         return bot_stack(config)
 
     return factory
+
+
+STATE_DB_PREFIX = "mbstate"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where a state store lives, once per backend: a SQLite file, or a throwaway PostgreSQL database.
+
+    The database is named ``mbstate_…`` and dropped afterwards; ones left by a killed run are dropped
+    when they are more than an hour old (tests running beside this one keep theirs).
+    """
+    if request.param == "sqlite":
+        yield str(tmp_path / "state.sqlite3")
+        return
+    yield from _state_database(request.getfixturevalue("pg_server"))
+
+
+@pytest.fixture
+def pg_state_url(pg_server: pgserver.Server) -> Iterator[str]:
+    """A throwaway PostgreSQL database for a state store (for the tests about PostgreSQL state only)."""
+    yield from _state_database(pg_server)
+
+
+def _state_database(server: pgserver.Server) -> Iterator[str]:
+    asyncio.run(_drop_old_state_databases(server))
+    name = asyncio.run(pgserver.create_database(server, prefix=STATE_DB_PREFIX))
+    try:
+        yield server.url_for(name)
+    finally:
+        asyncio.run(pgserver.drop_databases_like(server, name))
+
+
+async def _drop_old_state_databases(server: pgserver.Server) -> None:
+    conn = await asyncpg.connect(server.admin_url, timeout=10)
+    try:
+        # a database's age is its directory's: PG_VERSION is written once, when it is created
+        names = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1"
+            " AND (pg_stat_file('base/' || oid || '/PG_VERSION')).modification < now() - interval '1 hour'",
+            STATE_DB_PREFIX + r"\_%")
+    except asyncpg.InsufficientPrivilegeError:
+        names = []  # not a superuser: leftovers stay (their names say whose they are)
+    finally:
+        await conn.close()
+    for row in names:
+        await pgserver.drop_database(server, row["datname"])
+
+
+@pytest.fixture
+def store(state_target: str) -> Iterator[Any]:
+    """An opened state store on each backend (``state.store.open_store``), closed afterwards."""
+    opened = open_store(state_target)
+    try:
+        yield opened
+    finally:
+        opened.close()
