@@ -23,14 +23,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-
-import aiohttp
+from urllib.error import HTTPError, URLError
+from urllib.request import urlopen
 
 from actions import humanize
 from actions.backup import list_backups
-from actions.db import connection, database_name
+from actions.db import CONNECTION_ERRORS, connection, database_name
 from actions.errors import ActionError
 from actions.pgbouncer import pool_health
+from actions.restore import interrupted_restore
 from actions.status import migration_status
 from bot.config import Environment
 from bot.redact import redact
@@ -103,11 +104,14 @@ async def check_migrations(env: Environment, timeout: float = 10.0) -> Check:
     except TimeoutError:
         return Check("migrations", "fail", f"reading the migration status took more than {timeout:g}s")
     details = {"pending": list(status.pending), "failed": [f.name for f in status.failed],
-               "last_applied": status.last_applied}
+               "running": [r.to_dict() for r in status.running], "last_applied": status.last_applied}
     if status.failed:
         names = ", ".join(f.name for f in status.failed)
         return Check("migrations", "fail", f"failed migration(s): {names}; resolve them before deploying "
                                            "(see migrabot status)", details=details)
+    if status.running:
+        running = "; ".join(r.describe() for r in status.running)
+        return Check("migrations", "warn", f"being applied right now: {running}", details=details)
     if status.up_to_date:
         return Check("migrations", "pass", f"up to date (last applied: {status.last_applied or 'none'})",
                      details=details)
@@ -143,24 +147,41 @@ async def check_backup(env: Environment) -> Check:
     return Check("backup", "pass", f"newest backup {newest.id}, {humanize.age(age)} ago, verified", details=details)
 
 
+def _get(url: str, timeout: float) -> tuple[int, str]:
+    """GET ``url`` (redirects followed), read the whole answer: its status and reason (HTTP errors included)."""
+    try:
+        # the URL is the operator's setting, checked to be http(s) when the configuration loads
+        with urlopen(url, timeout=timeout) as response:
+            response.read()
+            return response.status, response.reason or ""
+    except HTTPError as exc:  # a non-2xx answer is an answer
+        exc.read()
+        return exc.code, exc.reason or ""
+
+
 async def check_health_url(url: str, timeout: float = 10.0) -> Check:
+    """The runbook's ``curl .../health``: a 2xx answer passes, anything else fails.
+
+    The standard library's client, in a thread: the CLI does not load aiohttp for one GET. The
+    whole request (connect, redirects, body) is bounded by ``timeout``.
+    """
     started = time.perf_counter()
     try:
-        client_timeout = aiohttp.ClientTimeout(total=timeout)
-        async with aiohttp.ClientSession(timeout=client_timeout) as session, \
-                session.get(url, allow_redirects=True) as response:
-            await response.read()
-            latency = (time.perf_counter() - started) * 1000
-            if 200 <= response.status < 300:
-                return Check("health_url", "pass", f"{redact(url)} answered {response.status} in {latency:.0f} ms",
-                             latency_ms=latency, details={"status": response.status})
-            return Check("health_url", "fail", f"{redact(url)} answered {response.status} {response.reason or ''}"
-                         .rstrip() + ": check the application's logs", latency_ms=latency,
-                         details={"status": response.status})
+        status, reason = await asyncio.wait_for(asyncio.to_thread(_get, url, timeout), timeout)
     except TimeoutError:
         return Check("health_url", "fail", f"{redact(url)} did not answer within {timeout:g}s")
-    except aiohttp.ClientError as exc:
-        return Check("health_url", "fail", f"{redact(url)} is unreachable: {redact(str(exc)) or type(exc).__name__}")
+    except (URLError, OSError, ValueError) as exc:
+        cause = getattr(exc, "reason", None) or exc
+        if isinstance(cause, TimeoutError):
+            return Check("health_url", "fail", f"{redact(url)} did not answer within {timeout:g}s")
+        reason = redact(str(cause)) or type(cause).__name__
+        return Check("health_url", "fail", f"{redact(url)} is unreachable: {reason}")
+    latency = (time.perf_counter() - started) * 1000
+    if 200 <= status < 300:
+        return Check("health_url", "pass", f"{redact(url)} answered {status} in {latency:.0f} ms",
+                     latency_ms=latency, details={"status": status})
+    return Check("health_url", "fail", f"{redact(url)} answered {status} {reason}".rstrip()
+                 + ": check the application's logs", latency_ms=latency, details={"status": status})
 
 
 async def check_pgbouncer(admin_url: str, database: str | None, timeout: float = 5.0) -> Check:
@@ -188,4 +209,14 @@ async def health_check(env: Environment, *, timeout: float = 10) -> HealthReport
             checks.append(Check(name, "fail", f"the check itself failed: {reason}"))
         else:
             checks.append(result)
+    left = await _restore_leftovers(env, timeout)
+    if left:  # only when there is something: what a killed restore left behind
+        checks.append(Check("restore", "warn", left))
     return HealthReport(env.name, checks)
+
+
+async def _restore_leftovers(env: Environment, timeout: float) -> str | None:
+    try:
+        return await asyncio.wait_for(interrupted_restore(env.migration_url, env.name), timeout=timeout)
+    except (ActionError, TimeoutError, *CONNECTION_ERRORS):
+        return None  # the database check says why the server cannot be asked

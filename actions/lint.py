@@ -47,6 +47,7 @@ because on Prisma-generated SQL they only add noise and are not about downtime:
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -55,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,15 +161,22 @@ class Finding:
 
 @dataclass
 class MigrationLint:
-    """One migration's verdict: "risky" when a finding is risky, else "safe"."""
+    """One migration's verdict: "risky" when a finding is risky; "unparsed" when squawk could not
+    parse the file (migrabot's own checks found nothing, which proves nothing); else "safe"."""
 
     name: str
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # the safe operations recognised, e.g. 'new table "User"'
 
     @property
+    def unparsed(self) -> bool:
+        return any(f.category == "syntax" for f in self.findings)
+
+    @property
     def verdict(self) -> str:
-        return "risky" if any(f.risky for f in self.findings) else "safe"
+        if any(f.risky for f in self.findings):
+            return "risky"
+        return "unparsed" if self.unparsed else "safe"
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "verdict": self.verdict, "findings": [f.to_dict() for f in self.findings],
@@ -185,6 +194,10 @@ class LintReport:
     @property
     def risky(self) -> list[MigrationLint]:
         return [m for m in self.migrations if m.verdict == "risky"]
+
+    @property
+    def unparsed(self) -> list[MigrationLint]:
+        return [m for m in self.migrations if m.verdict == "unparsed"]
 
     def to_dict(self) -> dict[str, Any]:
         return {"zero_downtime_safe": self.zero_downtime_safe,
@@ -345,8 +358,9 @@ def _concurrently_not_alone(statements: list[Statement]) -> list[Statement]:
 # --- linting ----------------------------------------------------------------------------------
 
 
-def _lint_one(name: str, sql: str, raw: list[dict[str, Any]], exclude: set[str]) -> MigrationLint:
-    statements = split_sql(sql)
+def _lint_one(name: str, sql: str, raw: list[dict[str, Any]], exclude: set[str],
+              statements: list[Statement] | None = None) -> MigrationLint:
+    statements = split_sql(sql) if statements is None else statements
     new_tables = {_ident(m.group("t")) for st in statements if (m := _CREATE_TABLE.match(st.text))}
     result = MigrationLint(name, notes=_notes(statements))
     seen: set[tuple[str, int]] = set()
@@ -402,20 +416,32 @@ def lint_migrations(items: Iterable[tuple[str, str]] | Path, *, exclude: Iterabl
     """
     if isinstance(items, Path):
         return lint_folder(items, exclude=exclude, timeout=timeout)
-    pairs = list(items)
-    excluded = set(exclude)
-    with tempfile.TemporaryDirectory(prefix="migrabot-lint-") as tmp:
-        paths = []
-        for i, (_, sql) in enumerate(pairs):
-            path = Path(tmp) / f"{i:05d}.sql"
-            path.write_text(sql, encoding="utf-8")
-            paths.append(path)
-        raw = run_squawk(paths, timeout=timeout)
-        by_file: dict[str, list[dict[str, Any]]] = {}
-        for item in raw:
-            by_file.setdefault(Path(str(item.get("file", ""))).name, []).append(item)
-        return LintReport([_lint_one(name, sql, by_file.get(path.name, []), excluded)
-                           for (name, sql), path in zip(pairs, paths, strict=True)])
+    return _lint([(name, sql, None) for name, sql in items], set(exclude), timeout)
+
+
+def _lint(items: list[tuple[str, str, Path | None]], excluded: set[str], timeout: float,
+          in_place: Future[list[dict[str, Any]]] | None = None) -> LintReport:
+    """``(name, sql, file)`` triples: squawk reads each ``file`` where it is (``in_place``: its findings
+    for those files, already under way); SQL without a file goes to a temporary copy. Our statement
+    split is done while squawk runs, not after it."""
+    with tempfile.TemporaryDirectory(prefix="migrabot-lint-") as tmp, ThreadPoolExecutor(max_workers=1) as pool:
+        paths, copies = [], []
+        for i, (_, sql, file) in enumerate(items):
+            if file is None or in_place is not None:
+                if file is None:
+                    file = Path(tmp) / f"{i:05d}.sql"
+                    file.write_text(sql, encoding="utf-8")
+                    copies.append(file)
+            paths.append(file)
+        wanted = copies if in_place is not None else paths
+        squawked = pool.submit(run_squawk, wanted, timeout=timeout)
+        statements = [split_sql(sql) for _, sql, _ in items]
+        raw = squawked.result() + (in_place.result() if in_place is not None else [])
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for item in raw:
+        by_file.setdefault(str(item.get("file", "")), []).append(item)
+    return LintReport([_lint_one(name, sql, by_file.get(str(path), []), excluded, split)
+                       for (name, sql, _), path, split in zip(items, paths, statements, strict=True)])
 
 
 def lint_sql(name: str, sql: str, *, exclude: Iterable[str] = DEFAULT_EXCLUDE) -> MigrationLint:
@@ -431,11 +457,19 @@ def lint_folder(migrations_dir: Path, names: list[str] | None = None, exclude: I
         raise ActionError(f"{migrations_dir} is not a directory: point migrations_dir at prisma/migrations")
     if names is None:
         names = sorted(p.name for p in migrations_dir.iterdir() if (p / "migration.sql").is_file())
-    pairs = []
-    for name in names:
-        path = migrations_dir / name / "migration.sql"
-        try:
-            pairs.append((name, path.read_text(encoding="utf-8")))
-        except OSError as exc:
-            raise ActionError(f"cannot read {path} ({exc.strerror or exc}): check the migrations folder") from None
-    return lint_migrations(pairs, exclude=exclude, timeout=timeout)
+    files = [migrations_dir / name / "migration.sql" for name in names]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # squawk reads the files where they are (no copy of a thousand files), started before we read them
+        in_place = pool.submit(run_squawk, files, timeout=timeout)
+        items: list[tuple[str, str, Path | None]] = []
+        for name, path in zip(names, files, strict=True):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ActionError(f"cannot read {path} ({exc.strerror or exc}): check the migrations folder") from None
+            # utf-8-sig: a byte order mark is not SQL (migrations_dir drops it before running, too); such a
+            # file, or one that is not UTF-8, is linted again from a clean copy (squawk's own reading ignored)
+            text = data.decode("utf-8-sig", errors="replace")
+            plain = not data.startswith(codecs.BOM_UTF8) and text.encode("utf-8") == data
+            items.append((name, text, path if plain else None))
+        return _lint(items, set(exclude), timeout, in_place)

@@ -2,7 +2,8 @@
 
 Each prints its figures as ratios against a baseline measured in the same run; the
 figures recorded for this repository are in ``bench/RESULTS.md``. Each benchmark also
-runs alone: ``python -m bench.engine``, ``python -m bench.backup``, ``python -m bench.ack``.
+runs alone: ``python -m bench.engine``, ``python -m bench.backup``, ``python -m bench.ack``,
+``python -m bench.startup``, ``python -m bench.plan``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ import subprocess
 import sys
 
 BENCHMARKS = {
-    "engine": ([], ["--count", "100", "--hold", "5"]),
+    "engine": ([], ["--counts", "200", "--hold", "5", "--runs", "1"]),
+    "startup": ([], ["--runs", "5"]),
+    "plan": ([], ["--counts", "1000", "--lint-only", ""]),
     "backup": ([], ["--scale", "10", "--runs", "1"]),
     "ack": ([], ["--rounds", "1"]),
+    "drift": ([], ["--tables", "100", "--runs", "1"]),
+    "rehearsal": ([], ["--size-mb", "50"]),
+    "replicas": ([], ["--rounds", "1", "--lease", "3"]),
 }
 
 

@@ -3,7 +3,7 @@
     $ migrabot lint prod            # the pending migrations of environment "prod"
     $ migrabot lint prisma/migrations   # every migration in a folder
 
-Exit 0 when zero-downtime safe, 1 when a migration is risky, 2 on errors.
+Exit 0 when zero-downtime safe, 1 when a migration is risky or could not be parsed, 2 on errors.
 """
 
 from __future__ import annotations
@@ -81,8 +81,11 @@ def render(report: LintReport, heading: str) -> str:
     """Human text: one block per migration, findings with their advice."""
     lines = [heading]
     for m in report.migrations:
-        mark = "ok  " if m.verdict == "safe" else "RISK"
-        lines.append(f"{mark} {m.name}: {m.verdict}")
+        mark = {"safe": "ok  ", "risky": "RISK"}.get(m.verdict, "??  ")
+        if m.verdict == "unparsed":
+            lines.append(f"{mark} {m.name}: could not be parsed, so it is not known to be safe: check its SQL")
+        else:
+            lines.append(f"{mark} {m.name}: {m.verdict}")
         advised: set[str] = set()
         for f in m.findings:
             kind = "risky" if f.risky else "note"
@@ -91,6 +94,11 @@ def render(report: LintReport, heading: str) -> str:
                 advised.add(f.category)
                 lines.append(f"         {f.message}")
                 lines.append(f"         -> {f.advice}")
-    verdict = "yes" if report.zero_downtime_safe else f"no ({len(report.risky)} risky migration(s))"
+    if report.zero_downtime_safe:
+        verdict = "yes"
+    elif report.risky:
+        verdict = f"no ({len(report.risky)} risky migration(s))"
+    else:
+        verdict = f"unknown ({len(report.unparsed)} migration(s) could not be parsed)"
     lines.append(f"zero-downtime safe: {verdict}")
     return "\n".join(lines)
