@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,10 +29,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from actions import pgtools
 from actions.callbacks import call_safely
-from actions.db import connection
+from actions.db import CONNECTION_ERRORS, connection, database_name, lost_connection_error
 from actions.errors import ActionError
 from actions.humanize import size
 
@@ -41,6 +43,9 @@ MANIFEST = "manifest.json"
 CUSTOM_DUMP = "dump.pgdump"
 DIRECTORY_DUMP = "dump.dir"
 DEFAULT_TIMEOUT = 6 * 3600.0  # generous: a large production dump, but never forever
+# pg_dump's --lock-wait-timeout: how long it may wait for a table another session holds exclusively
+# (a migration, other DDL) before giving up with an error, instead of waiting out the whole timeout.
+LOCK_WAIT_TIMEOUT = 60.0
 PROGRESS_INTERVAL = 2.0
 _ID = re.compile(r"^\d{8}_\d{6}(?:_\d+)?$")
 
@@ -118,17 +123,33 @@ class ServerFacts:
 
 
 async def server_facts(url: str, *, timeout: float = 10.0) -> ServerFacts:
-    """Version, size, table count and applied Prisma migrations of the database behind ``url``."""
+    """Version, size, table count and applied Prisma migrations of the database behind ``url``.
+
+    ActionError, in one sentence, when the server fails or drops the connection meanwhile.
+    """
     async with connection(url, timeout=timeout) as conn:
-        num = int(await conn.fetchval("SHOW server_version_num", timeout=timeout))
-        version = str(await conn.fetchval("SHOW server_version", timeout=timeout))
-        db = await conn.fetchval("SELECT current_database()", timeout=timeout)
-        size = int(await conn.fetchval("SELECT pg_database_size(current_database())", timeout=timeout))
-        tables = int(await conn.fetchval(
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'", timeout=timeout))
-        last, applied = await applied_migrations(conn, timeout=timeout)
+        try:
+            return await _facts(conn, timeout)
+        except CONNECTION_ERRORS as exc:
+            what = "timed out" if isinstance(exc, TimeoutError) else None
+            raise lost_connection_error(
+                exc if what is None else TimeoutError(f"no answer within {timeout:g}s; a lock may block it"),
+                f"reading the size and migrations of {database_name(url)} before the backup",
+                "nothing was written", "check the server (`migrabot health ENV`, `migrabot blockers ENV`) and "
+                "back up again", closed=conn.is_closed()) from None
+
+
+async def _facts(conn: Any, timeout: float) -> ServerFacts:
+    """The facts :func:`server_facts` reports, read through ``conn``."""
+    num = int(await conn.fetchval("SHOW server_version_num", timeout=timeout))
+    version = str(await conn.fetchval("SHOW server_version", timeout=timeout))
+    db = await conn.fetchval("SELECT current_database()", timeout=timeout)
+    size = int(await conn.fetchval("SELECT pg_database_size(current_database())", timeout=timeout))
+    tables = int(await conn.fetchval(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'", timeout=timeout))
+    last, applied = await applied_migrations(conn, timeout=timeout)
     return ServerFacts(num // 10000, version, db, size, tables, last, applied)
 
 
@@ -277,13 +298,16 @@ async def take_backup(url: str, backup_dir: Path, env_name: str, *, reason: str,
                       on_progress: ProgressCallback | None = None,
                       free_bytes: Callable[[Path], int] | None = None,
                       tool_dirs: Sequence[Path] | None = None, timeout: float = DEFAULT_TIMEOUT,
-                      progress_interval: float = PROGRESS_INTERVAL) -> BackupInfo:
+                      progress_interval: float = PROGRESS_INTERVAL,
+                      lock_wait_timeout: float = LOCK_WAIT_TIMEOUT) -> BackupInfo:
     """Dump the database behind ``url`` and verify the archive; ActionError when it cannot.
 
     Pre-flight runs first: when any check fails nothing is written and the error lists
     every failed check. ``jobs > 1`` uses pg_dump's directory format with that many
     workers; otherwise one custom-format file. ``on_progress`` (sync or async) receives
-    :class:`BackupProgress` every ``progress_interval`` seconds and once at the end.
+    :class:`BackupProgress` every ``progress_interval`` seconds and once at the end. pg_dump
+    waits at most ``lock_wait_timeout`` seconds for a table another session locks exclusively.
+    Whatever stops it (an error, a cancellation, SIGTERM through the CLI) removes the folder.
     """
     if kind not in ("backup", "pre-restore"):
         raise ActionError(f'unknown backup kind "{kind}" (expected "backup" or "pre-restore")')
@@ -302,7 +326,7 @@ async def take_backup(url: str, backup_dir: Path, env_name: str, *, reason: str,
     fmt = "directory" if jobs > 1 else "custom"
     dump_path = directory / (DIRECTORY_DUMP if fmt == "directory" else CUSTOM_DUMP)
     manifest: dict[str, Any] = {
-        "id": directory.name, "environment": env_name, "database": facts.database,
+        "id": directory.name, "environment": env_name, "database": facts.database, "server": server_of(url),
         "server_version": facts.version, "server_major": facts.major,
         "pg_dump": {"path": str(dump_tool.path), "version": dump_tool.version_text, "major": dump_tool.major},
         "started_at": started.isoformat(), "finished_at": None, "size_bytes": 0, "files": {},
@@ -311,15 +335,18 @@ async def take_backup(url: str, backup_dir: Path, env_name: str, *, reason: str,
         "reason": reason, "requested_by": requested_by, "kind": kind, "format": fmt,
         "dump": dump_path.name, "jobs": jobs if fmt == "directory" else 1,
         "status": "running", "verified": False,
+        # who is writing it: a "running" backup whose process is gone is listed as interrupted
+        "pid": os.getpid(), "host": socket.gethostname(),
     }
     _write_manifest(directory, manifest)  # a crash mid-dump leaves a "running" (unverified) backup
     try:
         conninfo, env = pgtools.libpq_args(url)
-        args: list[str | Path] = [dump_tool.path, "--no-password", "-f", dump_path, "-d", conninfo]
+        args: list[str | Path] = [dump_tool.path, "--no-password", "-f", dump_path, "-d", conninfo,
+                                  f"--lock-wait-timeout={max(1, round(lock_wait_timeout * 1000))}ms"]
         args[1:1] = ["-Fd", "-j", str(jobs)] if fmt == "directory" else ["-Fc"]
         t_dump = time.monotonic()
         await _run_dump(args, env, dump_path, timeout=timeout, on_progress=on_progress,
-                        interval=progress_interval)
+                        interval=progress_interval, lock_wait_timeout=lock_wait_timeout)
         manifest["dump_seconds"] = round(time.monotonic() - t_dump, 3)
         files = await asyncio.to_thread(_checksums, dump_path, directory)
         toc = await pgtools.run_tool_output(
@@ -337,7 +364,7 @@ async def take_backup(url: str, backup_dir: Path, env_name: str, *, reason: str,
 
 
 async def _run_dump(args: list[str | Path], env: dict[str, str], dump_path: Path, *, timeout: float,
-                    on_progress: ProgressCallback | None, interval: float) -> None:
+                    on_progress: ProgressCallback | None, interval: float, lock_wait_timeout: float) -> None:
     """Run pg_dump (it writes the file itself: nothing goes through memory) and report progress."""
     start = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
@@ -359,7 +386,12 @@ async def _run_dump(args: list[str | Path], env: dict[str, str], dump_path: Path
                                  "backup progress")
         err = (await stderr_task).decode(errors="replace")
         if proc.returncode != 0:
-            raise ActionError(f"pg_dump failed: {pgtools.trim(err)}", code="pg_dump")
+            hint = ""
+            if "LOCK TABLE" in err and "timeout" in err:
+                hint = (f"; pg_dump gave up waiting {lock_wait_timeout:g}s for a table lock: another session holds "
+                        "a table exclusively (a migration or other DDL): see who with `migrabot blockers ENV`, "
+                        "then back up again")
+            raise ActionError(f"pg_dump failed: {pgtools.error_summary(err)}{hint}", code="pg_dump")
         if err.strip():
             log.info("pg_dump said: %s", pgtools.trim(err))
         await call_safely(on_progress, BackupProgress(_size(dump_path), time.monotonic() - start, done=True),
@@ -413,6 +445,8 @@ def _load(directory: Path, env_name: str) -> BackupInfo:
         created = _parse_id_time(directory.name) or datetime.fromtimestamp(directory.stat().st_mtime, UTC)
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
+    if manifest.get("status") == "running" and not _writer_alive(manifest):
+        manifest = {**manifest, "status": "interrupted"}
     dump_name = manifest.get("dump")
     dump_path = directory / dump_name if isinstance(dump_name, str) else _guess_dump(directory)
     size = manifest.get("size_bytes") or _size(dump_path)
@@ -423,6 +457,20 @@ def _load(directory: Path, env_name: str) -> BackupInfo:
         verified=manifest.get("status") == "ok" and bool(manifest.get("verified")),
         kind=str(manifest.get("kind", "backup")), reason=str(manifest.get("reason", "")),
         requested_by=str(manifest.get("requested_by", "")))
+
+
+def _writer_alive(manifest: dict[str, Any]) -> bool:
+    """Whether the process writing a "running" backup still exists (True when that cannot be told here)."""
+    pid, host = manifest.get("pid"), manifest.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, as another user
+        return True
+    return True
 
 
 def _guess_dump(directory: Path) -> Path:
@@ -441,14 +489,51 @@ def list_backups(backup_dir: Path, env_name: str) -> list[BackupInfo]:
     return sorted(infos, key=lambda b: (b.created_at, b.id), reverse=True)
 
 
+def server_of(url: str) -> str:
+    """``host:port`` of a PostgreSQL URL: where a backup came from (no user, no password).
+
+    >>> server_of("postgresql://app:pw@db.internal/prod"), server_of("postgresql://app@[::1]:6543/p")
+    ('db.internal:5432', '[::1]:6543')
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{parts.port or 5432}"
+
+
+def origin_problem(info: BackupInfo, env_name: str, url: str) -> str | None:
+    """Why ``info`` may not be what should go into ``env_name``'s database at ``url`` (None: it came from there).
+
+    A backup with no manifest cannot say where it came from; one that names another environment,
+    database or server is someone else's data. (Backups written before the server was recorded
+    are judged on environment and database.)
+    """
+    manifest = info.manifest
+    if "environment" not in manifest and "database" not in manifest:
+        return f"backup {info.id} has no manifest saying where it came from"
+    here = {"environment": env_name, "database": database_name(url), "server": server_of(url)}
+    differ = [f"{key} {manifest[key]!r} (not {value!r})" for key, value in here.items()
+              if manifest.get(key) is not None and manifest.get(key) != value]
+    if differ:
+        return f"backup {info.id} was taken from another place: " + ", ".join(differ)
+    return None
+
+
 def get_backup(backup_dir: Path, env_name: str, backup_id: str) -> BackupInfo:
-    """The backup ``backup_id`` (``latest`` = newest verified); ActionError naming the nearest ids."""
+    """The backup ``backup_id`` (``latest`` = newest verified regular backup); ActionError naming the nearest ids.
+
+    ``latest`` never picks a pre-restore safety snapshot: they hold the data a restore replaced,
+    and restoring one is a decision to name it explicitly.
+    """
     backups = list_backups(backup_dir, env_name)
     if backup_id == "latest":
         for b in backups:
-            if b.verified:
+            if b.verified and b.kind != "pre-restore":
                 return b
-        raise ActionError(f"there is no verified backup of {env_name} in {Path(backup_dir) / env_name}; "
+        snapshots = [b.id for b in backups if b.verified and b.kind == "pre-restore"]
+        also = (f" (there are pre-restore safety snapshots: {', '.join(snapshots[:3])}; name one to restore it)"
+                if snapshots else "")
+        raise ActionError(f"there is no verified backup of {env_name} in {Path(backup_dir) / env_name}{also}; "
                           f"take one with `migrabot backup {env_name}`")
     for b in backups:
         if b.id == backup_id:

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -49,17 +49,26 @@ def asyncpg_dsn(url: str) -> tuple[str, dict[str, str]]:
 
 
 def database_name(url: str) -> str:
+    """The database's real name: percent-decoded, as the server knows it.
+
+    >>> database_name("postgresql://app@db/my%20db"), database_name("postgresql://app@db/pr%C3%B8d")
+    ('my db', 'prød')
+    """
     parts = urlsplit(url)
-    name = parts.path.lstrip("/")
+    name = unquote(parts.path.lstrip("/"))
     if not name:
         name = dict(parse_qsl(parts.query)).get("dbname", "")
     return name
 
 
 def with_database(url: str, dbname: str) -> str:
-    """The same URL pointing at another database on the same server."""
+    """The same URL pointing at another database on the same server (``dbname`` percent-encoded).
+
+    >>> with_database("postgresql://app@db:5432/prod?sslmode=require", "prod 2/ø")
+    'postgresql://app@db:5432/prod%202%2F%C3%B8?sslmode=require'
+    """
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(dbname, safe=""), parts.query, parts.fragment))
 
 
 def host_and_port(url: str) -> str:
@@ -97,6 +106,10 @@ def describe_connect_error(exc: BaseException, url: str, timeout: float) -> str:
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return (f'database "{db}" does not exist on {where}: create it or fix the database '
                 "name in the URL")
+    if isinstance(exc, asyncpg.ObjectNotInPrerequisiteStateError) and "accepting connections" in str(exc):
+        return (f'database "{db}" on {where} does not accept connections (ALLOW_CONNECTIONS is off): a restore '
+                "stopped during its swap leaves it so; `migrabot restore ENV --clean-up` lets connections in again "
+                "and drops the copy it was filling (it refuses while a restore is still running)")
     if isinstance(exc, ssl.SSLError | ConnectionResetError) or "SSL" in str(exc):
         return f"SSL negotiation with {where} failed ({exc}): check sslmode in the URL"
     if isinstance(exc, asyncpg.TooManyConnectionsError):
@@ -143,6 +156,24 @@ async def connection(url: str, **kwargs: Any) -> AsyncIterator[asyncpg.Connectio
         yield conn
     finally:
         await close_quietly(conn)
+
+
+# What a server-side failure or a broken connection raises from asyncpg (a closed connection
+# raises InterfaceError on its next use; TimeoutError is an OSError).
+CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ConnectionError)
+
+
+def lost_connection_error(exc: BaseException, during: str, state: str, next_step: str, *,
+                          closed: bool = True) -> ActionError:
+    """One sentence for a server-side failure: what happened, in what state things are, what to do.
+
+    >>> str(lost_connection_error(ConnectionResetError("reset by peer"), "reading the status",
+    ...                           "nothing was changed", "run it again"))
+    'lost the database connection while reading the status (reset by peer); nothing was changed: run it again'
+    """
+    reason = redact(" ".join((getattr(exc, "message", None) or str(exc) or type(exc).__name__).split()))
+    what = f"lost the database connection while {during}" if closed else f"{during} failed"
+    return ActionError(f"{what} ({reason}); {state}: {next_step}", code="connection_lost")
 
 
 async def close_quietly(conn: asyncpg.Connection) -> None:

@@ -4,15 +4,18 @@
     >>> [m.name for m in result.applied], result.failed                                 # doctest: +SKIP
     (['20240301_add_index'], None)
 
-Safer than Prisma: a bounded wait for the advisory lock that names its holder, a lock timeout
-with retries so application queries never queue for long behind a migration, edited files and
+Safer than Prisma: a bounded wait for the advisory lock that names its holder, no attempt while
+a session holds a conflicting lock and a lock timeout with retries, so application queries never
+queue for long behind a migration, edited files and
 failed rows refused up front, ``expected`` guarding an approved plan, clean stop between
 migrations, and files that cannot run in a transaction applied statement by statement.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +26,21 @@ import asyncpg
 from actions import prisma_table
 from actions.advisory_lock import migration_lock
 from actions.blockers import Blocker, BlockerWatch
-from actions.db import close_quietly, connect
+from actions.db import CONNECTION_ERRORS, close_quietly, connect, database_name, lost_connection_error
 from actions.errors import ActionError
 from actions.events import DeployEvent, EventCallback, emit_safely
 from actions.migrations_dir import LocalMigration, read_migrations
-from actions.sql_runner import RunSettings, run_atomic, run_statements
+from actions.sql_runner import (
+    PROGRESS_PREFIX,
+    ConnectionLost,
+    RunSettings,
+    StatementProgress,
+    apply_session_settings,
+    run_atomic,
+    run_statements,
+)
 from actions.status import FailedMigration, MigrationStatus, status_on
 from bot.config import RetryPolicy
-from bot.redact import redact
 
 __all__ = ["AppliedMigration", "Blocker", "DeployEvent", "DeployResult", "FailedMigration", "deploy",
            "refuse_unsafe_state"]
@@ -71,19 +81,14 @@ class DeployResult:
                 "non_transactional": list(self.non_transactional), "missing": list(self.missing)}
 
 
-def _resolve_hint(name: str) -> str:
-    return (f"`migrabot resolve ENV --rolled-back {name}` if its changes are not in the database (then deploy "
-            f"runs it again), or `migrabot resolve ENV --applied {name}` if you completed it by hand")
-
-
-def refuse_unsafe_state(status: MigrationStatus) -> None:
+def refuse_unsafe_state(status: MigrationStatus, env_name: str = "ENV") -> None:
     """Raise ActionError when deploying now would be unsafe (failed rows, edited files)."""
     if status.failed:
         details = "; ".join(
             f"{f.name} (started {f.started_at:%Y-%m-%d %H:%M:%S%z}"
             + (f", error: {' '.join((f.logs or '').split())[:300]}" if f.logs else "") + ")"
             for f in status.failed)
-        hints = "; ".join(_resolve_hint(f.name) for f in status.failed)
+        hints = "; ".join(f.next_step(env_name) for f in status.failed)
         raise ActionError(
             f"deploy refused (Prisma P3009): failed migration(s) in the database: {details}. "
             f"Check what the failed migration changed, then run {hints}", code="P3009")
@@ -95,40 +100,118 @@ def refuse_unsafe_state(status: MigrationStatus) -> None:
             code="modified")
 
 
-async def _run_one(conn: asyncpg.Connection, migration: LocalMigration, settings: RunSettings,
-                   watch: BlockerWatch, on_event: EventCallback | None) -> tuple[bool, AppliedMigration | None,
-                                                                               FailedMigration | None]:
-    row_id = await prisma_table.insert_started(conn, migration.name, migration.checksum)
+async def _run_one(conn: asyncpg.Connection, url: str, migration: LocalMigration, settings: RunSettings,
+                   watch: BlockerWatch, on_event: EventCallback | None, connect_timeout: float,
+                   env_name: str) -> tuple[bool, AppliedMigration | None, FailedMigration | None]:
+    # The session settings were applied (and a refused value reported) before the first migration;
+    # each file's transaction sets its own lock and statement timeouts.
+    row_id = prisma_table.new_id()
+    started = prisma_table.started_sql(row_id, migration.name, migration.checksum)
+    pid = conn.get_server_pid()
     await emit_safely(on_event, DeployEvent("started", migration.name))
     finish = prisma_table.finish_sql(row_id)
 
     async def mark_finished(c: asyncpg.Connection) -> None:
         await c.execute(finish)
 
+    async def record_progress(statements: int) -> None:  # what `status` reads if this process is killed
+        await conn.execute(prisma_table.progress_sql(row_id, statements))
+
     try:
         if migration.transactional:
+            # one round trip: the started row (committed on its own, as Prisma writes it first), then the
+            # file, the row's update and COMMIT in the migration's transaction
             outcome = await run_atomic(conn, migration.sql, name=migration.name, settings=settings, watch=watch,
-                                       on_event=on_event, before_commit_sql=finish)
+                                       on_event=on_event, before_commit_sql=finish, first_sql=started)
         else:
+            await conn.execute(started)
             outcome = await run_statements(conn, migration.sql, name=migration.name, settings=settings,
-                                           watch=watch, on_event=on_event, after=mark_finished)
-    except (asyncpg.InterfaceError, OSError, ConnectionError) as exc:
-        raise ActionError(
-            f"lost the database connection while applying {migration.name} ({redact(str(exc))}); its row is "
-            "left failed: run `migrabot status ENV` and resolve it before deploying again") from None
+                                           watch=watch, on_event=on_event, after=mark_finished,
+                                           ran=record_progress)
+    except ConnectionLost as lost:
+        raise await _after_lost_connection(url, migration, row_id, pid, lost.cause, lost.progress,
+                                           connect_timeout, env_name) from None
     if outcome.ok:
         applied = AppliedMigration(migration.name, outcome.duration, outcome.attempts, migration.transactional)
         await emit_safely(on_event, DeployEvent("finished", migration.name, attempt=outcome.attempts,
-                                                duration=outcome.duration))
+                                                duration=outcome.duration, blockers=outcome.waited_for,
+                                                waited=outcome.waited or None))
         return True, applied, None
     logs = outcome.logs or "unknown error"
-    await prisma_table.mark_failed(conn, row_id, logs)
+    if not await prisma_table.mark_failed(conn, row_id, logs):
+        # the round trip failed before its started row was written: nothing of the file ran either
+        raise ActionError(f"could not record that {migration.name} starts in _prisma_migrations ({logs}); "
+                          "nothing of it was applied: check the table and the server, then deploy again",
+                          code="started_row")
     failed = FailedMigration(migration.name, await prisma_table.started_at(conn, row_id), logs, outcome.statement,
-                             outcome.attempts)
+                             outcome.attempts, outcome.progress)
     await emit_safely(on_event, DeployEvent("failed", migration.name, attempt=outcome.attempts,
                                             duration=outcome.duration, blockers=outcome.blockers, logs=logs,
-                                            statement=outcome.statement))
+                                            statement=outcome.statement, waited=outcome.waited or None))
     return False, None, failed
+
+
+# How long a terminated backend may take to leave pg_stat_activity before we call it still running.
+GONE_WAIT = 5.0
+
+
+async def _after_lost_connection(url: str, migration: LocalMigration, row_id: str, old_pid: int,
+                                 cause: BaseException, progress: StatementProgress | None,
+                                 timeout: float, env_name: str) -> ActionError:
+    """Find out on a new connection what the lost one left behind; the ActionError that tells it.
+
+    The row decides: a transactional file marks its row finished inside its own transaction, so a
+    finished row means it committed and an unfinished one (its backend gone) means it was rolled
+    back. A backend still alive may still be running it (the answer was lost, not the session).
+    """
+    name = migration.name
+    reason = " ".join((getattr(cause, "message", None) or str(cause) or type(cause).__name__).split())
+    what = f"lost the database connection while applying {name} ({reason})"
+    try:
+        conn = await connect(url, timeout=timeout)
+    except ActionError as again:
+        return ActionError(
+            f"{what}; the server cannot be reached now ({again.message}), so whether {name} committed is not "
+            "known yet and its row in _prisma_migrations is unfinished: when the server is back, run `migrabot "
+            f"status {env_name}`, which tells", code="connection_lost")
+    try:
+        alive = await _wait_gone(conn, old_pid, GONE_WAIT)
+        row = next((r for r in await prisma_table.read_rows(conn) if r.id == row_id), None)
+        if row is not None and row.finished_at is not None:
+            return ActionError(f"{what}, but only after it committed: {name} is applied and recorded; the "
+                               "migrations after it did not run: deploy again", code="connection_lost")
+        if alive:
+            return ActionError(
+                f"{what}; the server is still running it in pid {old_pid}: `migrabot status {env_name}` shows it as "
+                f"running until it ends (end it early with SELECT pg_terminate_backend({old_pid}))",
+                code="connection_lost")
+        if migration.transactional:
+            state = ("it ran in one transaction, which the server rolled back: none of its changes are in the "
+                     "database")
+            await prisma_table.mark_failed(conn, row_id, f"{what}; {state}.")
+            next_step = f"run `migrabot resolve {env_name} --rolled-back {name}`, then deploy again (it runs anew)"
+        else:
+            progress = progress or StatementProgress(0)
+            state = progress.describe()
+            await prisma_table.mark_failed(conn, row_id, f"{what}.\n{PROGRESS_PREFIX}{state}.")
+            next_step = FailedMigration(name, None, None, progress=progress).next_step(env_name)
+        return ActionError(f"{what}; {state}; its row is marked failed. Next: {next_step}", code="connection_lost")
+    except CONNECTION_ERRORS as exc:
+        return lost_connection_error(exc, f"checking what the lost connection left of {name}",
+                                     f"{name}'s row in _prisma_migrations is unfinished",
+                                     f"run `migrabot status {env_name}` when the server answers again")
+    finally:
+        await close_quietly(conn)
+
+
+async def _wait_gone(conn: asyncpg.Connection, pid: int, timeout: float) -> bool:
+    """Wait until backend ``pid`` has left; True when it is still there after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", pid):
+        if time.monotonic() >= deadline:
+            return True
+        await asyncio.sleep(0.1)
+    return False
 
 
 async def deploy(url: str, migrations_dir: Path, *, lock_timeout: float = 1.0,
@@ -136,13 +219,15 @@ async def deploy(url: str, migrations_dir: Path, *, lock_timeout: float = 1.0,
                  advisory_lock_timeout: float = 10.0, on_event: Callable[[DeployEvent], Any] | None = None,
                  dry_run: bool = False, should_continue: Callable[[], bool] | None = None,
                  expected: list[str] | None = None, expected_checksums: dict[str, str] | None = None,
-                 connect_timeout: float = 10.0) -> DeployResult:
+                 connect_timeout: float = 10.0, env_name: str = "ENV") -> DeployResult:
     """Apply every pending migration in name order, stopping at the first failure.
 
     Raises ActionError (before changing anything) when a migration failed earlier, a file was
     edited after being applied, the pending list differs from ``expected`` (or a file's checksum from
     ``expected_checksums``: the SQL approvers reviewed is the SQL that runs), or the advisory lock
-    stays held longer than ``advisory_lock_timeout``.
+    stays held longer than ``advisory_lock_timeout``. ``env_name`` names the environment in the
+    commands messages suggest. A connection lost mid-migration is examined on a new connection
+    and raised as ActionError saying what is committed and what to do.
     """
     local = read_migrations(Path(migrations_dir))
     settings = RunSettings(lock_timeout=lock_timeout, statement_timeout=statement_timeout, retry=retry)
@@ -152,10 +237,11 @@ async def deploy(url: str, migrations_dir: Path, *, lock_timeout: float = 1.0,
     async def waiting(holders: list[Blocker]) -> None:
         await emit_safely(on_event, DeployEvent("waiting_for_lock", None, blockers=holders))
 
+    result: DeployResult | None = None
     try:
         async with migration_lock(conn, timeout=advisory_lock_timeout, on_wait=waiting):
             status = await status_on(conn, local)
-            refuse_unsafe_state(status)
+            refuse_unsafe_state(status, env_name)
             by_name = status.local_by_name()
             pending = list(status.pending)
             if expected is not None and list(expected) != pending:
@@ -172,6 +258,8 @@ async def deploy(url: str, migrations_dir: Path, *, lock_timeout: float = 1.0,
                     code="expected_mismatch")
             result = DeployResult(dry_run=dry_run, pending=pending, non_transactional=list(status.non_transactional),
                                   missing=list(status.missing))
+            # before anything is written (and in a dry run too): settings the server refuses stop here
+            await apply_session_settings(conn, settings)
             if dry_run or not pending:
                 return result
             if not status.table_exists:
@@ -180,13 +268,21 @@ async def deploy(url: str, migrations_dir: Path, *, lock_timeout: float = 1.0,
                 if should_continue is not None and not _safe_bool(should_continue):
                     result.aborted = True
                     break
-                ok, applied, failed = await _run_one(conn, by_name[name], settings, watch, on_event)
+                ok, applied, failed = await _run_one(conn, url, by_name[name], settings, watch, on_event,
+                                                     connect_timeout, env_name)
                 if ok and applied:
                     result.applied.append(applied)
                 else:
                     result.failed = failed
                     break
             return result
+    except CONNECTION_ERRORS as exc:  # our own bookkeeping queries, outside any migration's SQL
+        done = ", ".join(m.name for m in result.applied) if result else ""
+        raise lost_connection_error(
+            exc, f"deploying to {database_name(url)}",
+            f"applied before it: {done}" if done else "no migration was applied by this run",
+            f"run `migrabot status {env_name}` to see where things stand, then deploy again", closed=conn.is_closed()
+        ) from None
     finally:
         await watch.close()
         await close_quietly(conn)

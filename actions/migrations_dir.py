@@ -7,11 +7,15 @@
 
 The checksum is Prisma's: lowercase hex SHA-256 of the file's bytes. A file also matches a
 recorded checksum when only its line endings differ (a Windows checkout of the same file).
+A UTF-8 byte order mark (which some Windows editors write) stays in the checksum, as Prisma
+counts it, but not in the SQL that runs: PostgreSQL would read it as part of the first word.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,11 +54,21 @@ class LocalMigration:
 
     @property
     def sql(self) -> str:
-        return self.sql_bytes.decode("utf-8", errors="replace")
+        """The SQL to run: the file's text without a leading byte order mark."""
+        return sql_text(self.sql_bytes)
 
     def matches(self, checksum: str) -> bool:
         """True when ``checksum`` (from ``_prisma_migrations``) is this file, line endings aside."""
         return checksum.lower() in self.checksum_variants or checksum.lower() == self.checksum
+
+
+def sql_text(data: bytes) -> str:
+    r"""A migration file's bytes as the SQL to send, without a UTF-8 byte order mark.
+
+    >>> sql_text(b"\xef\xbb\xbfSELECT 1;")
+    'SELECT 1;'
+    """
+    return data.removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="replace")
 
 
 def load_migration(folder: Path) -> LocalMigration:
@@ -69,43 +83,53 @@ def load_migration(folder: Path) -> LocalMigration:
     except OSError as exc:
         raise ActionError(f"cannot read {sql_path}: {exc.strerror or exc}; check its permissions") from None
     try:
-        text = data.decode("utf-8")
+        text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
     except UnicodeDecodeError:
         raise ActionError(f"{sql_path} is not valid UTF-8: save it as UTF-8 and try again") from None
     reason = non_transactional_reason(text)
     down = next((folder / f for f in DOWN_FILES if (folder / f).is_file()), None)
+    checksum = sha256_hex(data)
+    # each distinct variant hashed once (an LF file is its own LF variant): per-file work a deploy of
+    # thousands of migrations pays before its first statement
+    variants = {checksum, *(sha256_hex(v) for v in set(_line_ending_variants(data)) if v != data)}
     return LocalMigration(
         name=folder.name,
         path=sql_path,
         sql_bytes=data,
-        checksum=sha256_hex(data),
+        checksum=checksum,
         transactional=reason is None,
         non_transactional_reason=reason,
         down_sql_path=down,
-        checksum_variants=frozenset(sha256_hex(v) for v in _line_ending_variants(data)),
+        checksum_variants=frozenset(variants),
     )
 
 
 def check_provider(migrations_dir: Path) -> str | None:
-    """The provider named in ``migration_lock.toml`` (None without the file); refuses non-PostgreSQL ones."""
+    """The provider named in ``migration_lock.toml`` (None without the file); refuses non-PostgreSQL ones.
+
+    The file is TOML (Prisma writes comments and ``provider = "postgresql"``), read as such.
+    """
     lock = migrations_dir / LOCK_FILE
     try:
-        lines = lock.read_text(encoding="utf-8").splitlines()
+        data = tomllib.loads(lock.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ActionError(f"cannot read {lock}: {exc.strerror or exc}; check its permissions") from None
-    for line in lines:
-        stripped = line.strip()
-        if stripped.startswith("provider"):
-            _, _, value = stripped.partition("=")
-            provider = value.strip().strip('"').strip("'")
-            if provider not in SUPPORTED_PROVIDERS:
-                raise ActionError(
-                    f'{lock} says provider = "{provider}", but migrabot only runs PostgreSQL migrations: '
-                    "point migrations_dir at the PostgreSQL migrations folder")
-            return provider
-    return None
+    except UnicodeDecodeError:
+        raise ActionError(f"{lock} is not UTF-8 text: save it as UTF-8 (Prisma writes "
+                          'provider = "postgresql")') from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ActionError(f"{lock} is not valid TOML ({exc}): it should hold one line "
+                          'provider = "postgresql", as Prisma writes it') from None
+    provider = data.get("provider")
+    if provider is None:
+        return None
+    if provider not in SUPPORTED_PROVIDERS:
+        raise ActionError(
+            f'{lock} says provider = "{provider}", but migrabot only runs PostgreSQL migrations: '
+            "point migrations_dir at the PostgreSQL migrations folder")
+    return str(provider)
 
 
 def read_migrations(migrations_dir: Path) -> list[LocalMigration]:

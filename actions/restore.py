@@ -16,10 +16,17 @@ data is gone. Here (``mode="swap"``, the default):
 3. only then the two are swapped by renaming (connections blocked, pgBouncer paused when
    configured, sessions ended): the old one is kept as ``<db>__before_restore_<ts>``.
 
-Any failure before the swap leaves the original untouched and drops the copy; a failure
-during the swap renames everything back. ``mode="in-place"`` is the runbook's way (empty
-the database, restore into it) for roles that may not create databases; it still takes
-the safety snapshot first and restores that snapshot if the restore fails.
+Any failure before the swap leaves the original untouched and drops the copy; the two renames
+of the swap are one transaction, so a failure (or ``kill -9``) during the swap changes no name.
+A restore holds an advisory lock (``restore_lock_key``) on the maintenance database while it
+runs; a restore killed outright leaves at most a half-restored copy ``<db>__restore_<ts>`` and
+the original refusing connections: the next restore, or ``migrabot restore ENV --clean-up``
+(:func:`clean_up`), drops the copy and lets connections in again once no restore holds the
+lock.
+
+``mode="in-place"`` is the runbook's way (empty the database, restore into it) for roles that
+may not create databases; it still takes the safety snapshot first and restores that snapshot
+if the restore fails.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import logging
 import os
 import re
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,10 +48,11 @@ from typing import Any
 import asyncpg
 
 from actions import pgtools
-from actions.backup import BackupInfo, backup_problem, get_backup, server_facts, take_backup
+from actions.backup import BackupInfo, backup_problem, get_backup, origin_problem, server_facts, take_backup
 from actions.callbacks import call_safely
-from actions.db import connect, connection, database_name, quote_ident, with_database
+from actions.db import CONNECTION_ERRORS, connect, connection, database_name, quote_ident, with_database
 from actions.errors import ActionError
+from actions.faults import fault_point
 from actions.pgbouncer import admin_command, admin_query
 
 log = logging.getLogger(__name__)
@@ -163,6 +172,32 @@ async def _terminate(admin: asyncpg.Connection, db: str, *, keep_pid: int | None
         db, keep_pid, timeout=SQL_TIMEOUT))
 
 
+@dataclass
+class Sessions:
+    """The sessions a restore's swap would end on a database, by application."""
+
+    count: int
+    by_application: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """``3 sessions (api: 2, worker: 1)`` or ``no other sessions``."""
+        if not self.count:
+            return "no other sessions"
+        apps = ", ".join(f"{app}: {n}" for app, n in sorted(self.by_application.items(), key=lambda x: -x[1]))
+        return f"{self.count} session{'s' if self.count != 1 else ''} ({apps})"
+
+
+async def sessions_on(url: str, *, timeout: float = SQL_TIMEOUT) -> Sessions:
+    """Who is connected to the database behind ``url`` now (the swap ends them), by ``application_name``."""
+    async with connection(url, timeout=timeout) as conn:
+        rows = await conn.fetch(
+            "SELECT coalesce(nullif(application_name, ''), '(no application name)') AS app, count(*) AS n "
+            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend' GROUP BY 1", timeout=timeout)
+    by_app = {str(r["app"]): int(r["n"]) for r in rows}
+    return Sessions(count=sum(by_app.values()), by_application=by_app)
+
+
 async def _set_allow_connections(admin: asyncpg.Connection, db: str, allow: bool) -> None:
     await admin.execute(f"ALTER DATABASE {quote_ident(db)} WITH ALLOW_CONNECTIONS {str(allow).lower()}",
                         timeout=SQL_TIMEOUT)
@@ -186,10 +221,23 @@ async def _rename_when_free(admin: asyncpg.Connection, old: str, new: str, *, at
 async def _drop_database(url: str, name: str) -> None:
     admin = await _admin(url)
     try:
-        await _terminate(admin, name)
-        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}", timeout=120)
+        await _drop_when_free(admin, name)
     finally:
-        await admin.close()
+        await _close(admin)
+
+
+async def _drop_when_free(admin: asyncpg.Connection, name: str, *, attempts: int = 50) -> None:
+    """Drop ``name``, ending its sessions until none is left (termination is asynchronous)."""
+    for attempt in range(attempts):
+        await _terminate(admin, name)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}", timeout=120)
+            return
+        except asyncpg.ObjectInUseError:
+            if attempt == attempts - 1:
+                raise ActionError(f'database "{name}" still has sessions after ending them for {attempts * 0.1:.0f}s; '
+                                  "look at pg_stat_activity for it and retry") from None
+            await asyncio.sleep(0.1)
 
 
 # --- copying database-level properties --------------------------------------------------------------
@@ -380,12 +428,13 @@ async def restore(url: str, backup_dir: Path, env_name: str, backup_id: str, *, 
                   mode: str = "swap", snapshot: bool = True, pgbouncer_admin_url: str | None = None,
                   requested_by: str = "cli", jobs: int = 0, on_step: StepCallback | None = None,
                   pgbouncer_database: str | None = None, tool_dirs: Sequence[Path] | None = None,
-                  timeout: float = DEFAULT_TIMEOUT) -> RestoreResult:
+                  timeout: float = DEFAULT_TIMEOUT, allow_other_origin: bool = False) -> RestoreResult:
     """Restore backup ``backup_id`` of ``env_name`` into the database behind ``url``.
 
     ``confirm`` must be exactly ``"RESTORE"`` (the runbook's confirmation word). ``jobs``:
     pg_restore workers (0 = up to 4, by CPU count). ``pgbouncer_database`` is the database's
-    name in pgBouncer when it differs from the real one.
+    name in pgBouncer when it differs from the real one. A backup whose manifest names another
+    environment, database or server (or that has none) is refused unless ``allow_other_origin``.
     """
     if confirm != CONFIRM_WORD:
         raise ActionError(f'restore not confirmed: type {CONFIRM_WORD} exactly (capital letters, nothing '
@@ -406,6 +455,10 @@ async def restore(url: str, backup_dir: Path, env_name: str, backup_id: str, *, 
     steps = _Steps(on_step)
     db = database_name(url)
     info = get_backup(backup_dir, env_name, backup_id)
+    origin = origin_problem(info, env_name, url)
+    if origin and not allow_other_origin:
+        raise ActionError(f"{origin}; nothing was changed. Restore it only if you mean to put that data into "
+                          f"{env_name}, and say so explicitly", code="other_origin")
     result = RestoreResult(info.id, None, None, mode, steps.steps, database=db)
 
     async with steps.step("verify backup") as note:
@@ -414,10 +467,39 @@ async def restore(url: str, backup_dir: Path, env_name: str, backup_id: str, *, 
             raise ActionError(f"{problem}; nothing was changed. Pick another backup (`migrabot backups {env_name}`)")
         note["detail"] = f"{info.id}: checksums and archive table of contents are fine"
 
+    guard = await _admin(url)
+    try:
+        await _take_restore_lock(guard, db, env_name)
+        leftovers = await _clean_up_on(guard, db, env_name)
+        if leftovers:
+            async with steps.step("clean up an interrupted restore") as note:
+                note["detail"] = "; ".join(leftovers)
+        await _restore_steps(url, backup_dir, env_name, db, info, result, steps, mode=mode, snapshot=snapshot,
+                             pgbouncer_admin_url=pgbouncer_admin_url, requested_by=requested_by, jobs=jobs,
+                             pgbouncer_database=pgbouncer_database, tool_dirs=tool_dirs, timeout=timeout)
+    except CONNECTION_ERRORS as exc:  # a query of ours (not a step's own) lost the server
+        raise ActionError(await _lost_during_restore(url, db, env_name, exc, result),
+                          code="connection_lost") from None
+    finally:
+        await _close(guard)  # ends the session, and with it the restore lock
+    result.duration = time.monotonic() - started
+    return result
+
+
+async def _restore_steps(url: str, backup_dir: Path, env_name: str, db: str, info: BackupInfo,
+                         result: RestoreResult, steps: _Steps, *, mode: str, snapshot: bool,
+                         pgbouncer_admin_url: str | None, requested_by: str, jobs: int,
+                         pgbouncer_database: str | None, tool_dirs: Sequence[Path] | None,
+                         timeout: float) -> None:
     if snapshot:
         async with steps.step("safety snapshot") as note:
-            snap = await take_backup(url, backup_dir, env_name, reason=f"before restore of {info.id}",
-                                     requested_by=requested_by, kind="pre-restore", tool_dirs=tool_dirs)
+            fault_point("restore.snapshot")
+            try:
+                snap = await take_backup(url, backup_dir, env_name, reason=f"before restore of {info.id}",
+                                         requested_by=requested_by, kind="pre-restore", tool_dirs=tool_dirs)
+            except ActionError as exc:
+                raise ActionError(f"the safety snapshot failed ({exc.message}); nothing was restored and {db} was "
+                                  "not changed: retry the restore when the cause is fixed", code=exc.code) from None
             result.snapshot_id = snap.id
             note["detail"] = f"current data saved as backup {snap.id}"
     else:
@@ -426,18 +508,170 @@ async def restore(url: str, backup_dir: Path, env_name: str, backup_id: str, *, 
     if mode == "swap":
         await _restore_swap(url, db, info, result, steps, jobs=_default_jobs(jobs),
                             pgbouncer_admin_url=pgbouncer_admin_url, pgbouncer_db=pgbouncer_database or db,
-                            tool_dirs=tool_dirs, timeout=timeout)
+                            tool_dirs=tool_dirs, timeout=timeout, env_name=env_name)
     else:
         await _restore_in_place(url, db, info, result, steps, jobs=_default_jobs(jobs),
                                 pgbouncer_admin_url=pgbouncer_admin_url, pgbouncer_db=pgbouncer_database or db,
                                 tool_dirs=tool_dirs, timeout=timeout, backup_dir=backup_dir, env_name=env_name)
 
     async with steps.step("verify connectivity") as note:
-        async with connection(url) as conn:
-            current = await conn.fetchval("SELECT current_database()", timeout=SQL_TIMEOUT)
+        try:
+            async with connection(url) as conn:
+                current = await conn.fetchval("SELECT current_database()", timeout=SQL_TIMEOUT)
+        except (ActionError, *CONNECTION_ERRORS) as exc:
+            reason = exc.message if isinstance(exc, ActionError) else (str(exc) or type(exc).__name__)
+            raise ActionError(f"the restore of {info.id} is done (the database {db} holds it), but connecting to it "
+                              f"afterwards failed ({reason}): check the server with `migrabot health {env_name}`",
+                              code="connection_lost") from None
         note["detail"] = f"connected to {current} through the normal URL"
-    result.duration = time.monotonic() - started
-    return result
+
+
+# --- one restore at a time, and what an interrupted one left ----------------------------------------------
+
+RESTORE_LOCK_CLASS = 0x6D627273  # "mbrs": the first key of the advisory lock a restore holds
+
+
+def restore_lock_key(db: str) -> int:
+    """The second key of the advisory lock a restore of ``db`` holds on the maintenance database.
+
+    >>> restore_lock_key("prod") == restore_lock_key("prod") != restore_lock_key("staging")
+    True
+    """
+    return zlib.crc32(db.encode()) & 0x7FFFFFFF
+
+
+async def _take_restore_lock(admin: asyncpg.Connection, db: str, env_name: str) -> None:
+    key = restore_lock_key(db)
+    if await admin.fetchval("SELECT pg_try_advisory_lock($1, $2)", RESTORE_LOCK_CLASS, key, timeout=SQL_TIMEOUT):
+        return
+    pid = await _restore_lock_holder(admin, db)
+    raise ActionError(f"another restore of {db} is running (server pid {pid or 'unknown'}); nothing was changed: "
+                      f"wait for it to end, then check `migrabot backups {env_name}` and retry", code="busy")
+
+
+async def _restore_lock_holder(admin: asyncpg.Connection, db: str) -> int | None:
+    pid = await admin.fetchval(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid "
+        "AND objid = $2::bigint::oid AND objsubid = 2 AND pid <> pg_backend_pid() LIMIT 1",
+        RESTORE_LOCK_CLASS, restore_lock_key(db), timeout=SQL_TIMEOUT)
+    return int(pid) if pid else None
+
+
+async def _clean_up_on(admin: asyncpg.Connection, db: str, env_name: str) -> list[str]:
+    """With the restore lock held: drop half-restored copies, let connections into ``db`` again; say what."""
+    done: list[str] = []
+    names = [r["datname"] for r in await admin.fetch("SELECT datname FROM pg_database", timeout=SQL_TIMEOUT)]
+    for copy in _half_restored(db, names):
+        await _drop_when_free(admin, copy)
+        done.append(f"dropped {copy}, a copy an interrupted restore was filling")
+    allowed = await admin.fetchval("SELECT datallowconn FROM pg_database WHERE datname = $1", db,
+                                   timeout=SQL_TIMEOUT)
+    if allowed is False:
+        await _set_allow_connections(admin, db, True)
+        done.append(f"{db} accepts connections again (an interrupted restore's swap had blocked them)")
+    elif allowed is None:
+        kept = [n for n in names if n in _previous(db, names)]
+        raise ActionError(f"database {db} does not exist; nothing was changed. "
+                          + (f"Databases kept by earlier restores: {', '.join(sorted(kept, reverse=True))} (the newest "
+                             f"holds the data from before the last restore): rename the right one to {db} by hand"
+                             if kept else "Create it, or fix the database name in the configuration"),
+                          code="missing")
+    return done
+
+
+def _half_restored(db: str, names: list[str]) -> list[str]:
+    prefix = fit_name(db, RESTORE_SUFFIX + "0" * 14)[: -14]
+    return sorted((n for n in names if n.startswith(prefix) and re.fullmatch(r"\d{14}", n[len(prefix):])),
+                  reverse=True)
+
+
+def _previous(db: str, names: list[str]) -> list[str]:
+    prefix = _previous_prefix(db)
+    return sorted((n for n in names if n.startswith(prefix) and re.fullmatch(r"\d{14}", n[len(prefix):])),
+                  reverse=True)
+
+
+async def clean_up(url: str, env_name: str = "ENV") -> list[str]:
+    """What a restore killed outright left (``migrabot restore ENV --clean-up``): drop it; say what was done.
+
+    Refuses while a restore of the database runs (it holds the restore lock). Databases kept on
+    purpose by finished restores stay (``drop_previous`` drops them); they are named.
+    """
+    db = database_name(url)
+    admin = await _admin(url)
+    try:
+        await _take_restore_lock(admin, db, env_name)
+        done = await _clean_up_on(admin, db, env_name)
+        names = [r["datname"] for r in await admin.fetch("SELECT datname FROM pg_database", timeout=SQL_TIMEOUT)]
+        kept = _previous(db, names)
+    finally:
+        await _close(admin)
+    if kept:
+        done.append(f"kept by earlier restores (drop them with `migrabot restore {env_name} --drop-previous`): "
+                    + ", ".join(kept))
+    return done
+
+
+async def interrupted_restore(url: str, env_name: str = "ENV") -> str | None:
+    """What an interrupted restore left of the database behind ``url`` (``migrabot health``), or None.
+
+    A copy ``<db>__restore_<ts>`` while no restore holds the lock, or the database refusing
+    connections: named, with the command that removes it. A restore running now is not a leftover.
+    """
+    db = database_name(url)
+    admin = await _admin(url)
+    try:
+        rows = await admin.fetch("SELECT datname, datallowconn FROM pg_database", timeout=SQL_TIMEOUT)
+        allow = {r["datname"]: r["datallowconn"] for r in rows}
+        copies = _half_restored(db, list(allow))
+        if not copies and allow.get(db) is not False:
+            return None
+        running = await _restore_lock_holder(admin, db)
+    finally:
+        await _close(admin)
+    if running:
+        return None
+    parts = ([f"copies an interrupted restore was filling: {', '.join(copies)}"] if copies else []) + (
+        [f"{db} refuses connections (an interrupted restore's swap blocked them)"] if allow.get(db) is False else [])
+    return "; ".join(parts) + f": `migrabot restore {env_name} --clean-up` removes this"
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), timeout=5)
+    except Exception:  # a connection the server already ended: nothing to close politely
+        conn.terminate()
+
+
+async def _lost_during_restore(url: str, db: str, env_name: str, exc: BaseException, result: RestoreResult) -> str:
+    """One sentence for a lost connection: what happened, what the server holds now, what to do."""
+    reason = " ".join((getattr(exc, "message", None) or str(exc) or type(exc).__name__).split())
+    return (f"lost the database connection during the restore of {result.backup_id} into {db} ({reason}); "
+            f"{await describe_server_state(url, db, env_name)}")
+
+
+async def describe_server_state(url: str, db: str, env_name: str) -> str:
+    """What the server holds of ``db`` now and the command that settles it (best effort, one sentence)."""
+    try:
+        admin = await _admin(url)
+    except ActionError as exc:
+        return (f"the server cannot be reached now ({exc.message}): when it is back, run `migrabot restore {env_name} "
+                "--clean-up`, which says what an interrupted restore left and removes it")
+    try:
+        rows = await admin.fetch("SELECT datname, datallowconn FROM pg_database", timeout=SQL_TIMEOUT)
+    except CONNECTION_ERRORS:
+        return f"run `migrabot restore {env_name} --clean-up` when the server answers again"
+    finally:
+        await _close(admin)
+    allow = {r["datname"]: r["datallowconn"] for r in rows}
+    parts = [f"{db} is there and unchanged" if allow.get(db) else
+             f"{db} is there but refuses connections" if db in allow else f"{db} DOES NOT EXIST"]
+    copies = _half_restored(db, list(allow))
+    if copies:
+        parts.append(f"half-restored copy left: {', '.join(copies)}")
+    if copies or allow.get(db) is False:
+        parts.append(f"run `migrabot restore {env_name} --clean-up` to drop the copy and let connections in")
+    return "; ".join(parts)
 
 
 async def _pgbouncer(admin_url: str | None, command: str) -> None:
@@ -447,7 +681,7 @@ async def _pgbouncer(admin_url: str | None, command: str) -> None:
 
 async def _restore_swap(url: str, db: str, info: BackupInfo, result: RestoreResult, steps: _Steps, *,
                         jobs: int, pgbouncer_admin_url: str | None, pgbouncer_db: str,
-                        tool_dirs: Sequence[Path] | None, timeout: float) -> None:
+                        tool_dirs: Sequence[Path] | None, timeout: float, env_name: str) -> None:
     stamp = _stamp(datetime.now(UTC))
     new, previous = fit_name(db, RESTORE_SUFFIX + stamp), fit_name(db, PREVIOUS_SUFFIX + stamp)
     admin = await _admin(url)
@@ -461,43 +695,79 @@ async def _restore_swap(url: str, db: str, info: BackupInfo, result: RestoreResu
             async with steps.step("restore") as note:
                 warnings = await _create_like(admin, db, new)
                 created = True
+                fault_point("restore.pg_restore")
                 how = await _pg_restore(url, new, info, jobs=jobs, timeout=timeout, tool_dirs=tool_dirs)
                 note["detail"] = f"into {new} ({how})" + "".join(f"; {w}" for w in warnings)
             async with steps.step("verify restored database") as note:
+                fault_point("restore.verify")
                 note["detail"] = await _verify_restored(with_database(url, new), info)
         except BaseException as exc:
             # nothing has touched the original: drop the half-restored copy and stop
-            if created:
-                await _cleanup_copy(url, new)
-            if isinstance(exc, ActionError):
-                hint = "" if exc.code == "privilege" else f" (if pg_restore failed, the archive of {info.id} " \
-                    "may be damaged: try another backup)"
-                raise ActionError(f"{exc.message}; {db} was not changed and the partial copy was dropped{hint}",
-                                  code=exc.code) from None
+            dropped = await _cleanup_copy(url, new) if created else None
+            copy = ("" if not created else "the partial copy was dropped" if dropped is None else
+                    f"the partial copy {new} could not be dropped ({dropped}): run `migrabot restore {env_name} "
+                    "--clean-up` when the server answers")
+            if isinstance(exc, ActionError) or isinstance(exc, CONNECTION_ERRORS):
+                raise ActionError(_before_swap_failure(exc, db, info, copy), code=_code(exc)) from None
             raise
         async with steps.step("swap") as note:
             t0 = time.monotonic()
-            await _swap(admin, url, db, new, previous, pgbouncer_admin_url, pgbouncer_db)
+            await _swap(admin, url, db, new, previous, pgbouncer_admin_url, pgbouncer_db, env_name)
             result.unavailable_seconds = time.monotonic() - t0
             result.previous_database = previous
             note["detail"] = f"{new} is now {db}; the previous database is kept as {previous}"
     finally:
-        await admin.close()
+        await _close(admin)
 
 
-async def _cleanup_copy(url: str, name: str) -> None:
+_LOST_WORDS = ("terminating connection", "server closed the connection", "connection to server",
+               "could not connect", "connection is closed", "connection was closed", "no connection to the server")
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (ours, asyncpg's, or a client program's error text) is a lost connection."""
+    if isinstance(exc, ActionError):
+        return exc.code == "connection_lost" or any(w in exc.message for w in _LOST_WORDS)
+    if isinstance(exc, asyncpg.PostgresError):
+        return (getattr(exc, "sqlstate", None) or "").startswith(("08", "57P"))
+    return isinstance(exc, asyncpg.InterfaceError | OSError | ConnectionError)
+
+
+def _code(exc: BaseException) -> str | None:
+    if _lost(exc):
+        return "connection_lost"
+    return exc.code if isinstance(exc, ActionError) else None
+
+
+def _before_swap_failure(exc: BaseException, db: str, info: BackupInfo, copy: str) -> str:
+    """The sentence for a failure while filling or checking the copy: the original was never touched."""
+    reason = exc.message if isinstance(exc, ActionError) else " ".join((str(exc) or type(exc).__name__).split())
+    tail = f" and {copy}" if copy else ""
+    if _lost(exc):
+        return (f"lost the database connection while restoring {info.id} into a copy ({reason}); {db} was not "
+                f"changed{tail}. The archive is not at fault: retry the restore when the server is healthy")
+    damaged = isinstance(exc, ActionError) and exc.code not in ("privilege", "timeout")
+    hint = f" (the archive of {info.id} may be damaged: try another backup)" if damaged else ""
+    return f"{reason}; {db} was not changed{tail}{hint}"
+
+
+async def _cleanup_copy(url: str, name: str) -> str | None:
+    """Drop a half-restored copy; None when it is gone, else why it could not be dropped (no traceback)."""
     try:
         await asyncio.shield(_drop_database(url, name))
-    except Exception:
-        log.error("could not drop the half-restored copy %s; drop it by hand", name, exc_info=True)
+    except (Exception, asyncio.CancelledError) as exc:
+        log.debug("could not drop the half-restored copy %s", name, exc_info=True)
+        return exc.message if isinstance(exc, ActionError) else (str(exc) or type(exc).__name__)
+    return None
 
 
 async def _swap(admin: asyncpg.Connection, url: str, db: str, new: str, previous: str,
-                pgbouncer_admin_url: str | None, pgbouncer_db: str) -> None:
-    """Rename ``db`` → ``previous`` and ``new`` → ``db``; on any failure put everything back.
+                pgbouncer_admin_url: str | None, pgbouncer_db: str, env_name: str = "ENV") -> None:
+    """Rename ``db`` → ``previous`` and ``new`` → ``db`` in one transaction; on any failure put everything back.
 
-    The undo looks at which databases exist rather than trusting flags: a rename may have
-    happened on the server even when its answer was lost.
+    One transaction: a failure, a lost connection or ``kill -9`` between the two renames changes
+    no name (the server rolls back). The undo looks at which databases exist rather than
+    trusting flags: a COMMIT may have happened on the server even when its answer was lost.
     """
     paused = False
     try:
@@ -505,26 +775,41 @@ async def _swap(admin: asyncpg.Connection, url: str, db: str, new: str, previous
             paused = True  # before the call: a PAUSE that times out may still be in force
             await _pgbouncer(pgbouncer_admin_url, f"PAUSE {pgbouncer_db}")
         await _set_allow_connections(admin, db, False)
-        await _rename_when_free(admin, db, previous)
-        await admin.execute(f"ALTER DATABASE {quote_ident(new)} RENAME TO {quote_ident(db)}", timeout=SQL_TIMEOUT)
+        await _renames_when_free(admin, db, new, previous)
     except BaseException as exc:
         problems = await asyncio.shield(_undo_swap(url, db, new, previous, paused=paused,
                                                    pgbouncer_admin_url=pgbouncer_admin_url,
-                                                   pgbouncer_db=pgbouncer_db))
-        reason = exc.message if isinstance(exc, ActionError) else (str(exc) or type(exc).__name__)
+                                                   pgbouncer_db=pgbouncer_db, env_name=env_name))
+        reason = exc.message if isinstance(exc, ActionError) else (" ".join(str(exc).split()) or type(exc).__name__)
+        what = "the swap lost the database connection" if _lost(exc) else "the swap failed"
         if problems:
-            raise ActionError(f"the swap failed ({reason}) and putting the original back failed too: "
-                              + "; ".join(problems)) from None
-        await _cleanup_copy(url, new)
+            raise ActionError(f"{what} ({reason}) and putting the original back failed too: "
+                              + "; ".join(problems), code=_code(exc)) from None
+        if await _swapped(url, db, previous):  # the COMMIT went through; only its answer was lost
+            await _after_swap(url, previous, paused, pgbouncer_admin_url, pgbouncer_db)
+            return
+        dropped = await _cleanup_copy(url, new)
+        copy = ("the restored copy was dropped" if dropped is None else
+                f"the restored copy {new} could not be dropped ({dropped}): run `migrabot restore {env_name} "
+                "--clean-up`")
         if isinstance(exc, Exception):
-            raise ActionError(f"the swap failed ({reason}); the original database is back in place and "
-                              "unchanged") from None
+            raise ActionError(f"{what} ({reason}); the original database is back in place and unchanged, and "
+                              f"{copy}", code=_code(exc)) from None
         raise
-    # The swap is done: the previous database stays readable (for comparison) under its new name.
+    await _after_swap(url, previous, paused, pgbouncer_admin_url, pgbouncer_db)
+
+
+async def _after_swap(url: str, previous: str, paused: bool, pgbouncer_admin_url: str | None,
+                      pgbouncer_db: str) -> None:
+    """The swap is done: the previous database stays readable (for comparison); pgBouncer resumes."""
     try:
-        await _set_allow_connections(admin, previous, True)
-    except asyncpg.PostgresError:
-        log.warning("could not re-allow connections to %s", previous, exc_info=True)
+        admin = await _admin(url)
+        try:
+            await _set_allow_connections(admin, previous, True)
+        finally:
+            await _close(admin)
+    except (ActionError, *CONNECTION_ERRORS):
+        log.warning("could not re-allow connections to %s (only needed to read it)", previous)
     if paused:
         try:
             await _pgbouncer(pgbouncer_admin_url, f"RESUME {pgbouncer_db}")
@@ -533,33 +818,69 @@ async def _swap(admin: asyncpg.Connection, url: str, db: str, new: str, previous
                               f"`RESUME {pgbouncer_db};` on its admin console now") from None
 
 
+async def _renames_when_free(admin: asyncpg.Connection, db: str, new: str, previous: str, *,
+                             attempts: int = 50) -> None:
+    """Both renames in one transaction, ending ``db``'s sessions until none is left (termination is asynchronous)."""
+    for attempt in range(attempts):
+        await _terminate(admin, db)
+        try:
+            async with admin.transaction():
+                await admin.execute(f"ALTER DATABASE {quote_ident(db)} RENAME TO {quote_ident(previous)}",
+                                    timeout=SQL_TIMEOUT)
+                fault_point("restore.swap")
+                await admin.execute(f"ALTER DATABASE {quote_ident(new)} RENAME TO {quote_ident(db)}",
+                                    timeout=SQL_TIMEOUT)
+            return
+        except asyncpg.ObjectInUseError as exc:
+            if f'"{db}"' not in str(exc) or attempt == attempts - 1:
+                raise ActionError(f"{exc} (sessions kept connecting for {attempts * 0.1:.0f}s); look at "
+                                  "pg_stat_activity and retry") from None
+            await asyncio.sleep(0.1)
+
+
+async def _swapped(url: str, db: str, previous: str) -> bool:
+    """After a lost answer: whether the swap's transaction committed (``previous`` exists)."""
+    try:
+        admin = await _admin(url)
+    except ActionError:
+        return False
+    try:
+        return await _database_exists(admin, previous) and await _database_exists(admin, db)
+    except CONNECTION_ERRORS:
+        return False
+    finally:
+        await _close(admin)
+
+
 async def _undo_swap(url: str, db: str, new: str, previous: str, *, paused: bool,
-                     pgbouncer_admin_url: str | None, pgbouncer_db: str) -> list[str]:
-    """Put the original back under ``db``, connectable, on a fresh connection; return what failed."""
-    manual = (f"by hand: if {previous} exists, rename {db} (if present) to {new} and {previous} to {db}; "
-              f"then ALTER DATABASE {quote_ident(db)} WITH ALLOW_CONNECTIONS true"
-              + (f" and RESUME {pgbouncer_db} on pgBouncer" if paused else ""))
+                     pgbouncer_admin_url: str | None, pgbouncer_db: str, env_name: str = "ENV") -> list[str]:
+    """Put the original back under ``db``, connectable, on a fresh connection; return what failed.
+
+    The renames were one transaction, so normally only the connection block (and pgBouncer's
+    pause) is left to lift; a COMMIT whose answer was lost left the swap done, which stays.
+    """
+    manual = (f"run `migrabot restore {env_name} --clean-up` when the server answers (it lets connections into "
+              f"{db} again and drops the copy {new})" + (f"; and RESUME {pgbouncer_db} on pgBouncer" if paused else ""))
     problems: list[str] = []
     try:
         admin = await _admin(url)
     except ActionError as exc:
         return [f"cannot reconnect to undo ({exc.message}); {manual}"]
     try:
+        fault_point("restore.undo")
         try:
-            if await _database_exists(admin, previous):
-                if await _database_exists(admin, db):  # the restored copy already took the name
-                    await _rename_when_free(admin, db, new)
-                await _rename_when_free(admin, previous, db)
+            if await _database_exists(admin, previous) and not await _database_exists(admin, db):
+                await _rename_when_free(admin, previous, db)  # a swap by an older version, stopped half-way
             await _set_allow_connections(admin, db, True)
-        except (asyncpg.PostgresError, ActionError) as exc:
-            problems.append(f"{exc}; {manual}")
+        except (*CONNECTION_ERRORS, ActionError) as exc:
+            problems.append(f"{' '.join(str(exc).split())}; {manual}")
         if paused:
             try:
                 await _pgbouncer(pgbouncer_admin_url, f"RESUME {pgbouncer_db}")
             except ActionError as exc:
                 problems.append(f"RESUME {pgbouncer_db} failed ({exc.message}); run it on pgBouncer's console")
     finally:
-        await admin.close()
+        await _close(admin)
     return problems
 
 
@@ -718,3 +1039,37 @@ async def drop_previous(url: str, name: str | None = None) -> list[str]:
     finally:
         await admin.close()
     return dropped
+
+
+# --- restoring into a new database beside the original (rehearsals) ------------------------------------
+
+
+async def restore_into_new_database(url: str, name: str, info: BackupInfo, *, like: str | None = None,
+                                    jobs: int = 0, tool_dirs: Sequence[Path] | None = None,
+                                    timeout: float = DEFAULT_TIMEOUT) -> str:
+    """Create ``name`` on the server behind ``url``, restore ``info`` into it and verify it as a restore does.
+
+    ``like``: a database on that server whose encoding, locale, owner and settings the new one copies
+    (without it: ``TEMPLATE template0`` and the server's defaults). Returns what was done; on any
+    failure the new database is dropped and the error raised. Nothing else on the server is touched.
+    """
+    admin = await _admin(url)
+    created = False
+    try:
+        if await _database_exists(admin, name):
+            raise ActionError(f'database "{name}" already exists; wait a second and retry')
+        if like is not None:
+            warnings = await _create_like(admin, like, name)
+        else:
+            await admin.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0", timeout=120)
+            warnings = []
+        created = True
+        how = await _pg_restore(url, name, info, jobs=_default_jobs(jobs), timeout=timeout, tool_dirs=tool_dirs)
+        verified = await _verify_restored(with_database(url, name), info)
+    except BaseException:
+        if created:
+            await _cleanup_copy(url, name)
+        raise
+    finally:
+        await admin.close()
+    return "; ".join([how, verified, *warnings])

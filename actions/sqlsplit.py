@@ -195,6 +195,9 @@ _ADD_VALUE = re.compile(r"^ALTER\s+TYPE\b.*\bADD\s+VALUE\b", re.I | re.S)
 _TX_CONTROL = re.compile(
     r"^(?:BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE|PREPARE\s+TRANSACTION)\b", re.I)
 _PG12 = 120000
+# Every reason above starts with or contains one of these words; a file without any has none.
+_NO_TX_WORDS = re.compile(r"concurrently|vacuum|database|tablespace|system|subscription|value|begin|start|commit"
+                          r"|end|rollback|abort|savepoint|release|prepare", re.I)
 
 
 def statement_non_transactional_reason(text: str, server_version: int = 150000) -> str | None:
@@ -229,6 +232,8 @@ def non_transactional_reason(sql: str, server_version: int = 150000) -> str | No
     >>> non_transactional_reason("DO $$ BEGIN PERFORM 1; COMMIT; END $$") is None
     True
     """
+    if not _NO_TX_WORDS.search(sql):  # none of the words a reason needs: no need to split (most files)
+        return None
     for statement in split_sql(sql):
         reason = statement_non_transactional_reason(statement.text, server_version)
         if reason:

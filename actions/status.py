@@ -17,9 +17,12 @@ from typing import Any
 
 import asyncpg
 
-from actions.db import connection
+from actions.advisory_lock import lock_holders
+from actions.db import CONNECTION_ERRORS, connection, database_name, lost_connection_error
 from actions.migrations_dir import LocalMigration, read_migrations
 from actions.prisma_table import MigrationRow, read_rows
+from actions.sql_runner import StatementProgress, partly_applied
+from actions.sqlsplit import split_sql
 
 
 @dataclass
@@ -31,10 +34,49 @@ class FailedMigration:
     logs: str | None
     statement: str | None = None  # for non-transactional files: the statement reached
     attempts: int = 0
+    progress: StatementProgress | None = None  # for non-transactional files, when this run applied it
+
+    @property
+    def partly_applied(self) -> str | None:
+        """What of the file is committed ("statements 1-2 of 4 are committed"), or None when nothing is."""
+        if self.progress is not None:
+            return self.progress.describe().split(";")[0] if self.progress.committed else None
+        return partly_applied(self.logs)
+
+    def next_step(self, env: str = "ENV") -> str:
+        """What to do about it, true to what is in the database."""
+        if self.partly_applied:
+            return (f"{self.name} is partly applied ({self.partly_applied}), so running it again would fail on "
+                    f"what already ran: complete the remaining statements by hand and run `migrabot resolve {env} "
+                    f"--applied {self.name}`, or undo the committed ones by hand and run `migrabot resolve {env} "
+                    f"--rolled-back {self.name}` (deploy then runs the whole file again)")
+        return (f"`migrabot resolve {env} --rolled-back {self.name}` if its changes are not in the database (then "
+                f"deploy runs it again), or `migrabot resolve {env} --applied {self.name}` if you completed it by hand")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "started_at": self.started_at.isoformat() if self.started_at else None,
-                "logs": self.logs, "statement": self.statement, "attempts": self.attempts}
+                "logs": self.logs, "statement": self.statement, "attempts": self.attempts,
+                "progress": self.progress.to_dict() if self.progress else None,
+                "partly_applied": self.partly_applied}
+
+
+@dataclass
+class RunningMigration:
+    """An unfinished row while another session holds the migration lock: it is being applied right now."""
+
+    name: str
+    started_at: datetime | None
+    pid: int
+    application: str | None = None
+
+    def describe(self) -> str:
+        who = f", {self.application}" if self.application else ""
+        since = f", started {self.started_at:%Y-%m-%d %H:%M:%S%z}" if self.started_at else ""
+        return f"{self.name}: still running in pid {self.pid}{who}{since}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "pid": self.pid, "application": self.application,
+                "started_at": self.started_at.isoformat() if self.started_at else None}
 
 
 @dataclass
@@ -42,6 +84,7 @@ class MigrationStatus:
     applied: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     failed: list[FailedMigration] = field(default_factory=list)
+    running: list[RunningMigration] = field(default_factory=list)
     modified: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
@@ -53,7 +96,7 @@ class MigrationStatus:
 
     @property
     def up_to_date(self) -> bool:
-        return not (self.pending or self.failed or self.modified or self.missing)
+        return not (self.pending or self.failed or self.running or self.modified or self.missing)
 
     def local_by_name(self) -> dict[str, LocalMigration]:
         return {m.name: m for m in self.local}
@@ -66,6 +109,7 @@ class MigrationStatus:
             "pending": list(self.pending),
             "failed": [f.name for f in self.failed],
             "failed_details": [f.to_dict() for f in self.failed],
+            "running": [r.to_dict() for r in self.running],
             "modified": list(self.modified),
             "missing": list(self.missing),
             "rolled_back": list(self.rolled_back),
@@ -84,7 +128,8 @@ def compute_status(local: list[LocalMigration], rows: list[MigrationRow], *, tab
     for row in rows:  # oldest first: the latest applied row of a name wins
         if row.is_applied:
             applied_rows[row.migration_name] = row
-    failed = [FailedMigration(r.migration_name, r.started_at, r.logs) for r in rows if r.is_failed]
+    failed = [FailedMigration(r.migration_name, r.started_at, r.logs, progress=_recorded_progress(local_names, r))
+              for r in rows if r.is_failed]
     failed_names = {f.name for f in failed}
     rolled_back_names = {r.migration_name for r in rows if r.is_rolled_back}
 
@@ -109,15 +154,50 @@ def compute_status(local: list[LocalMigration], rows: list[MigrationRow], *, tab
     )
 
 
+def _recorded_progress(local: dict[str, LocalMigration], row: MigrationRow) -> StatementProgress | None:
+    """How far a file run statement by statement got when its process stopped without a word.
+
+    The engine counts the statements that ran in ``applied_steps_count`` as it goes
+    (``prisma_table.progress_sql``); a row left without logs keeps that count. The next
+    statement was running when the process stopped: whether it took effect is unknown.
+    """
+    migration = local.get(row.migration_name)
+    if row.logs or migration is None or migration.transactional:
+        return None
+    total = len(split_sql(migration.sql))
+    ran = max(0, min(row.applied_steps_count, total))
+    return StatementProgress(total, committed=list(range(1, ran + 1)), failed=ran + 1 if ran < total else None,
+                             interrupted=ran < total)
+
+
 async def status_on(conn: asyncpg.Connection, local: list[LocalMigration]) -> MigrationStatus:
-    """The status through an open connection (never creates the table)."""
+    """The status through an open connection (never creates the table).
+
+    An unfinished row without logs while another session holds the migration lock is being
+    applied right now: it is reported under ``running`` (with that session's pid), not as failed.
+    """
     rows = await read_rows(conn)
     exists = bool(rows) or bool(await conn.fetchval("SELECT to_regclass('_prisma_migrations') IS NOT NULL"))
-    return compute_status(local, rows, table_exists=exists)
+    status = compute_status(local, rows, table_exists=exists)
+    unfinished = [f for f in status.failed if not f.logs]
+    if unfinished:
+        holders = await lock_holders(conn)
+        if holders:
+            holder = holders[0]
+            status.running = [RunningMigration(f.name, f.started_at, holder.pid, holder.application_name or None)
+                              for f in unfinished]
+            status.failed = [f for f in status.failed if f.logs]
+    return status
 
 
 async def migration_status(url: str, migrations_dir: Path, *, timeout: float = 10.0) -> MigrationStatus:
     """Compare ``migrations_dir`` with the database at ``url``; read-only."""
     local = read_migrations(Path(migrations_dir))
     async with connection(url, timeout=timeout) as conn:
-        return await status_on(conn, local)
+        try:
+            return await status_on(conn, local)
+        except CONNECTION_ERRORS as exc:
+            raise lost_connection_error(exc, f"reading the migration status of {database_name(url)}",
+                                        "nothing was changed (status only reads)",
+                                        "check that the server is up (`migrabot health ENV`) and run status again",
+                                        closed=conn.is_closed()) from None

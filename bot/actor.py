@@ -31,6 +31,16 @@ async def tell(wf: Workflow, actor: Actor, text_blocks: tuple[str, list[dict[str
         await wf.slack.respond(actor.response_url, text, blocks)
 
 
+async def answer_once(wf: Workflow, actor: Actor, text_blocks: tuple[str, list[dict[str, Any]]]) -> None:
+    """One answer only ``actor`` sees where the bot may not be a member: the request's response_url
+    (it works in any conversation), else an ephemeral message; never a second, doomed call."""
+    text, blocks = text_blocks
+    if actor.response_url:
+        await wf.slack.respond(actor.response_url, text, blocks)
+    else:
+        await wf.slack.ephemeral(actor.channel, actor.user, text, blocks)
+
+
 async def refuse(wf: Workflow, actor: Actor, reason: str, *, run: Run | None = None,
                  env: str | None = None, action: str = "refused") -> None:
     wf.audit(actor.user, action, run=run, env=env, detail=reason)

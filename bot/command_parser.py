@@ -50,6 +50,7 @@ MIGRATE_USAGE = """\
 • `/migrate plan ENV` — pending migrations and their lint verdict, no run
 • `/migrate status ENV` — applied, pending, failed, modified migrations
 • `/migrate history ENV` — the last runs: who, when, result, duration
+• `/migrate rehearse ENV` — apply the pending migrations to a restored copy: locks, hold times, rewrites, rows
 • `/migrate abort ENV` — abort the open run (before or between migrations)
 • `/migrate resolve ENV NAME applied|rolled-back` — fix the migration table (Prisma's `migrate resolve`)
 • `/migrate ENV at 22:00` or `/migrate ENV in 2h` — schedule a run into a maintenance window
@@ -67,6 +68,7 @@ DB_USAGE = """\
 • `/db report ENV` — table sizes, index usage, connections, long queries
 • `/db health ENV` — connectivity, migration status, last backup, health URL, pgBouncer
 • `/db blockers ENV` — who blocks whom, with a Terminate button
+• `/db drift ENV` — does the schema match the migrations? what differs, and the way back
 • `/db help` — this text"""
 
 USAGE = {"/migrate": MIGRATE_USAGE, "/rollback": ROLLBACK_USAGE, "/db": DB_USAGE}
@@ -110,7 +112,7 @@ def _parse_migrate(words: list[str], config: Config, now: datetime | None) -> Co
     if not words or words[0].lower() in ("help", "-h", "--help"):
         return Command("/migrate", "help")
     first = words[0].lower()
-    if first in ("plan", "status", "history", "abort"):
+    if first in ("plan", "status", "history", "abort", "rehearse"):
         env = _env(config, words[1] if len(words) > 1 else None)
         _no_more(words[2:], "/migrate")
         return Command("/migrate", first, env)
@@ -187,7 +189,7 @@ def _parse_db(words: list[str], config: Config) -> Command:
     if not words or words[0].lower() in ("help", "-h", "--help"):
         return Command("/db", "help")
     action = words[0].lower()
-    if action not in ("report", "health", "blockers"):
+    if action not in ("report", "health", "blockers", "drift"):
         raise UsageError(f'unknown /db action "{words[0]}"')
     env = _env(config, words[1] if len(words) > 1 else None)
     _no_more(words[2:], "/db")

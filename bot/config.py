@@ -17,6 +17,7 @@ define one environment, so the bot points where the team's scripts point.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -31,6 +32,18 @@ from bot.redact import redact, redact_obj, register_env_secrets, register_secret
 
 DEFAULT_CONFIG_PATH = "migrabot.toml"
 PROD_NAMES = {"prod", "production"}
+
+# Bounds, checked where each value is read (a value out of bounds is a problem with its key path).
+PG_MAX_MS = 2_147_483_647  # the largest duration setting PostgreSQL accepts (INT_MAX milliseconds)
+MAX_DURATION = 365 * 86400.0  # any other duration: a year is past every sane use, and timers stay exact
+MAX_APPROVALS = 50
+MAX_BACKUP_JOBS = 64  # each pg_dump job is one more connection to the server
+MAX_POOL_SIZE = 10_000
+MAX_ATTEMPTS = 1000  # backoff computes base_delay * 2**(attempt-1): past ~1000 that overflows a float
+MAX_KEEP_LAST = 100_000
+MAX_KEEP_DAYS = 36_500.0
+MAX_FREE_MARGIN = 100.0
+MAX_NESTING = 100  # TOML values nested deeper than this are reported, not parsed (tomllib recurses)
 
 
 @dataclass(frozen=True)
@@ -93,11 +106,19 @@ class Environment:
     required_approvals: int = 0
     allow_self_approval: bool = True
     confirm_by_typing: bool = False
+    allow_no_backup: bool = False  # the CLI's --no-backup is refused unless this is set
     requires: tuple[str, ...] = ()
     requesters: tuple[str, ...] = ()
     operators: tuple[str, ...] = ()
     health_url: str | None = None
     pgbouncer_admin_url: str | None = None
+    shadow_url: str | None = None  # where drift checks make their scratch database (default: the same server)
+    drift_check: bool = False  # true by default for prod/production (set in _build_environment)
+    drift_action: str = "block"  # "block" or "warn": what a drifted schema does to a /migrate run's checklist
+    drift_cron: str | None = None  # a scheduled drift check, posted only when the findings changed
+    rehearsal_url: str | None = None  # where rehearsals restore their scratch copy (default: the same server)
+    require_rehearsal: bool = False  # a fresh, successful rehearsal is a checklist item before Run
+    verify_queries: tuple[str, ...] = ()  # SQL run after a migration to verify the database answers
     lock_timeout: float = 1.0
     statement_timeout: float | None = None
     advisory_lock_timeout: float = 10.0
@@ -136,6 +157,10 @@ class Config:
     environments: dict[str, Environment]
     state_path: Path = Path("migrabot.sqlite3")
     timezone: str = "UTC"
+    #: ``[state] url``: a PostgreSQL state store shared by several replicas (None: the SQLite file)
+    state_url: str | None = None
+    #: ``[state] leader_lease``: seconds a dead leader or run owner is waited for before another replica acts
+    leader_lease: float = 15.0
     approve_reactions: tuple[str, ...] = ("white_check_mark",)
     reject_reactions: tuple[str, ...] = ("x",)
     lint_exclude: tuple[str, ...] = ()
@@ -151,6 +176,11 @@ class Config:
 
     def environment_names(self) -> list[str]:
         return list(self.environments)
+
+    @property
+    def state_target(self) -> str | Path:
+        """What :func:`state.store.open_store` opens: ``[state] url`` when set, else ``[state] path``."""
+        return self.state_url or self.state_path
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration with every password and token redacted."""
@@ -184,6 +214,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like \"1s\" or \"5min\", got {value!r}")
     if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"expected a finite duration, got {value}")
         if value < 0:
             raise ValueError(f"expected a positive duration, got {value}")
         return float(value)
@@ -268,9 +300,11 @@ def _str(value: Any, path: str, ctx: _Ctx) -> str | None:
     return value
 
 
-def _int(value: Any, path: str, ctx: _Ctx, minimum: int = 0) -> int | None:
+def _int(value: Any, path: str, ctx: _Ctx, minimum: int = 0, maximum: int = 2**31 - 1) -> int | None:
     value = _resolve_env_ref(value, path, ctx)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if value is None:
+        return None
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,30}\s*", value):
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         ctx.problem(path, f"expected an integer, got {_type_name(value)}")
@@ -278,11 +312,16 @@ def _int(value: Any, path: str, ctx: _Ctx, minimum: int = 0) -> int | None:
     if value < minimum:
         ctx.problem(path, f"expected an integer of at least {minimum}, got {value}")
         return None
+    if value > maximum:
+        ctx.problem(path, f"expected an integer of at most {maximum}, got {value}")
+        return None
     return value
 
 
-def _float(value: Any, path: str, ctx: _Ctx, minimum: float = 0.0) -> float | None:
+def _float(value: Any, path: str, ctx: _Ctx, minimum: float = 0.0, maximum: float = 1e9) -> float | None:
     value = _resolve_env_ref(value, path, ctx)
+    if value is None:
+        return None
     if isinstance(value, str):
         try:
             value = float(value)
@@ -291,14 +330,22 @@ def _float(value: Any, path: str, ctx: _Ctx, minimum: float = 0.0) -> float | No
     if not isinstance(value, int | float) or isinstance(value, bool):
         ctx.problem(path, f"expected a number, got {_type_name(value)}")
         return None
+    if not math.isfinite(value):
+        ctx.problem(path, f"expected a finite number, got {value}")
+        return None
     if value < minimum:
-        ctx.problem(path, f"expected a number of at least {minimum}, got {value}")
+        ctx.problem(path, f"expected a number of at least {minimum:g}, got {value:g}")
+        return None
+    if value > maximum:
+        ctx.problem(path, f"expected a number of at most {maximum:g}, got {value:g}")
         return None
     return float(value)
 
 
 def _bool(value: Any, path: str, ctx: _Ctx) -> bool | None:
     value = _resolve_env_ref(value, path, ctx)
+    if value is None:
+        return None
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     if not isinstance(value, bool):
@@ -307,13 +354,82 @@ def _bool(value: Any, path: str, ctx: _Ctx) -> bool | None:
     return value
 
 
-def _duration(value: Any, path: str, ctx: _Ctx) -> float | None:
+def _drift_check(value: Any, path: str, ctx: _Ctx) -> bool | str | None:
+    """``drift_check``: true or "block" (a drifted schema blocks Run), "warn" (it is shown, Run is not
+    held), false (no check).
+
+    >>> c = _Ctx({}, [], [], Path("."))
+    >>> _drift_check(True, "d", c), _drift_check("warn", "d", c), _drift_check("loud", "d", c), len(c.problems)
+    (True, 'warn', None, 1)
+    """
     value = _resolve_env_ref(value, path, ctx)
+    if isinstance(value, str) and value.lower() in ("block", "warn"):
+        return value.lower()
+    if isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false")):
+        return _bool(value, path, ctx)
+    if value is not None:
+        ctx.problem(path, f'expected true, false, "block" or "warn", got {value!r}')
+    return None
+
+
+def _show_seconds(seconds: float) -> str:
+    """A duration for a message, in the unit people wrote it in.
+
+    >>> _show_seconds(0.25), _show_seconds(90), _show_seconds(2 * 86400)
+    ('250 ms', '90 s', '2 days')
+    """
+    if seconds < 1:
+        return f"{seconds * 1000:g} ms"
+    if seconds < 86400:
+        return f"{seconds:g} s"
+    return f"{seconds / 86400:.3g} days"
+
+
+def _duration(value: Any, path: str, ctx: _Ctx, *, minimum: float = 0.0, maximum: float = MAX_DURATION,
+              too_small: str = "") -> float | None:
+    """A finite duration in seconds between ``minimum`` and ``maximum`` (``too_small`` says why the floor)."""
+    value = _resolve_env_ref(value, path, ctx)
+    if value is None:
+        return None
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as exc:
         ctx.problem(path, str(exc))
         return None
+    if seconds > maximum:
+        ctx.problem(path, f"{_show_seconds(seconds)} is too long: at most {_show_seconds(maximum)}")
+        return None
+    if seconds < minimum:
+        ctx.problem(path, too_small or f"expected at least {_show_seconds(minimum)}, got {_show_seconds(seconds)}")
+        return None
+    return seconds
+
+
+def _pg_timeout(value: Any, path: str, ctx: _Ctx, *, zero: str) -> float | None:
+    """A duration sent to PostgreSQL as a setting: whole milliseconds from 1 to 2147483647.
+
+    PostgreSQL reads 0 as "no limit", so a value that rounds to 0 ms is refused with ``zero``,
+    which says what that would mean here.
+    """
+    seconds = _duration(value, path, ctx, maximum=float("inf"))
+    if seconds is None:
+        return None
+    ms = round(seconds * 1000)
+    if ms > PG_MAX_MS:
+        ctx.problem(path, f"{_show_seconds(seconds)} is more than PostgreSQL accepts for a timeout setting "
+                          f"(at most {PG_MAX_MS} ms, about 24.8 days)")
+        return None
+    if ms < 1:
+        ctx.problem(path, f"{zero}; give at least 1 ms")
+        return None
+    return seconds
+
+
+def _optional_pg_timeout(value: Any, path: str, ctx: _Ctx) -> float | None:
+    """A PostgreSQL timeout setting where 0, "off" or false means "none"."""
+    if value in (False, 0, "off", "none", "0"):
+        return None
+    return _pg_timeout(value, path, ctx, zero='expected at least 1 ms (or "off" for no limit)')
 
 
 def _optional_duration(value: Any, path: str, ctx: _Ctx) -> float | None:
@@ -399,6 +515,31 @@ def _path(value: Any, path: str, ctx: _Ctx) -> Path | None:
     return p if p.is_absolute() else (ctx.base_dir / p)
 
 
+def _file_path(value: Any, path: str, ctx: _Ctx) -> Path | None:
+    """A path to a file the bot creates or writes: not a directory, inside one."""
+    p = _path(value, path, ctx)
+    if p is None:
+        return None
+    if p.is_dir():
+        ctx.problem(path, f"{p} is a directory; name a file inside it, e.g. \"{p / 'migrabot.sqlite3'}\"")
+        return None
+    if p.parent.exists() and not p.parent.is_dir():
+        ctx.problem(path, f"{p.parent} is a file, not a folder: {p} cannot be created there")
+        return None
+    return p
+
+
+def _dir_path(value: Any, path: str, ctx: _Ctx) -> Path | None:
+    """A path to a folder (it may not exist yet, but it must not be a file)."""
+    p = _path(value, path, ctx)
+    if p is None:
+        return None
+    if p.exists() and not p.is_dir():
+        ctx.problem(path, f"{p} is a file, not a folder: point it at a folder")
+        return None
+    return p
+
+
 def _cron(value: Any, path: str, ctx: _Ctx) -> str | None:
     s = _str(value, path, ctx)
     if s is None:
@@ -424,51 +565,68 @@ _ENV_KEYS: dict[str, Parser] = {
     "aliases": _str_list,
     "database_url": _pg_url,
     "direct_url": _pg_url,
-    "migrations_dir": _path,
-    "backup_dir": _path,
+    "migrations_dir": _dir_path,
+    "backup_dir": _dir_path,
     "channel": _str,
     "approvers": lambda v, p, c: _slack_ids(v, p, c, groups=True),
-    "required_approvals": _int,
+    "required_approvals": lambda v, p, c: _int(v, p, c, maximum=MAX_APPROVALS),
     "allow_self_approval": _bool,
     "confirm_by_typing": _bool,
+    "allow_no_backup": _bool,
     "requires": _str_list,
     "requesters": lambda v, p, c: _slack_ids(v, p, c, groups=False),
     "operators": lambda v, p, c: _slack_ids(v, p, c, groups=False),
     "health_url": _http_url,
     "pgbouncer_admin_url": _pg_url,
-    "lock_timeout": _duration,
-    "statement_timeout": _optional_duration,
+    "shadow_url": _pg_url,
+    "drift_check": _drift_check,
+    "drift_cron": _cron,
+    "rehearsal_url": _pg_url,
+    "require_rehearsal": _bool,
+    "verify_queries": _str_list,
+    # sent to PostgreSQL as settings (SET lock_timeout …; the monitoring queries' statement_timeout)
+    "lock_timeout": lambda v, p, c: _pg_timeout(
+        v, p, c, zero="0 turns the timeout off (PostgreSQL reads lock_timeout = 0 as \"wait forever\"), so a "
+                      "blocked migration would stall the application's queries behind it"),
+    "statement_timeout": _optional_pg_timeout,
+    "connect_timeout": lambda v, p, c: _pg_timeout(
+        v, p, c, zero="0 would never connect (every attempt would time out at once)"),
     "advisory_lock_timeout": _duration,
-    "connect_timeout": _duration,
-    "backup_jobs": _int,
-    "backup_free_margin": lambda v, p, c: _float(v, p, c, minimum=1.0),
-    "approval_expiry": _duration,
+    "backup_jobs": lambda v, p, c: _int(v, p, c, maximum=MAX_BACKUP_JOBS),
+    "backup_free_margin": lambda v, p, c: _float(v, p, c, minimum=1.0, maximum=MAX_FREE_MARGIN),
+    "approval_expiry": lambda v, p, c: _duration(v, p, c, minimum=1.0,
+                                                 too_small="expected at least 1 s: 0 would expire every "
+                                                           "approval the moment it is given"),
     "approval_reminder": _optional_duration,
     "report_cron": _cron,
     "health_cron": _cron,
     "long_query_threshold": _duration,
     # the runbook's pool variables, by their own names
-    "DB_POOL_MIN": _int,
-    "DB_POOL_MAX": lambda v, p, c: _int(v, p, c, minimum=1),
-    "DB_POOL_IDLE_TIMEOUT": _int,
-    "DB_POOL_ACQUIRE_TIMEOUT": _int,
+    "DB_POOL_MIN": lambda v, p, c: _int(v, p, c, maximum=MAX_POOL_SIZE),
+    "DB_POOL_MAX": lambda v, p, c: _int(v, p, c, minimum=1, maximum=MAX_POOL_SIZE),
+    "DB_POOL_IDLE_TIMEOUT": lambda v, p, c: _int(v, p, c, maximum=PG_MAX_MS),
+    "DB_POOL_ACQUIRE_TIMEOUT": lambda v, p, c: _int(v, p, c, maximum=PG_MAX_MS),
 }
 _POOL_KEYS = ("DB_POOL_MIN", "DB_POOL_MAX", "DB_POOL_IDLE_TIMEOUT", "DB_POOL_ACQUIRE_TIMEOUT")
 _RETRY_KEYS: dict[str, Parser] = {
-    "max_attempts": lambda v, p, c: _int(v, p, c, minimum=1),
+    "max_attempts": lambda v, p, c: _int(v, p, c, minimum=1, maximum=MAX_ATTEMPTS),
     "max_total": _duration,
     "base_delay": _duration,
     "max_delay": _duration,
 }
 _RETENTION_KEYS: dict[str, Parser] = {
-    "keep_last": lambda v, p, c: _int(v, p, c, minimum=1),
-    "keep_days": _float,
+    "keep_last": lambda v, p, c: _int(v, p, c, minimum=1, maximum=MAX_KEEP_LAST),
+    "keep_days": lambda v, p, c: _float(v, p, c, maximum=MAX_KEEP_DAYS),
 }
 # sub-tables of an environment: [environments.NAME.retry], [environments.NAME.retention]
 _TABLES = {"retry": _RETRY_KEYS, "retention": _RETENTION_KEYS}
 _REQUIRED_ENV_KEYS = ("database_url",)
 _TOP_KEYS = {"state", "environments", "bot", "slack", "lint"}
-_STATE_KEYS: dict[str, Parser] = {"path": _path}
+_STATE_KEYS: dict[str, Parser] = {
+    "path": _file_path, "url": _pg_url,
+    "leader_lease": lambda v, p, c: _duration(v, p, c, minimum=1.0, maximum=3600.0,
+                                              too_small="at least 1 s: a shorter lease flaps on a busy host"),
+}
 _BOT_KEYS: dict[str, Parser] = {"timezone": _str}
 _SLACK_KEYS: dict[str, Parser] = {"approve_reactions": _str_list, "reject_reactions": _str_list}
 _LINT_KEYS: dict[str, Parser] = {"exclude": _str_list}
@@ -517,8 +675,6 @@ def _parse_table(raw: Any, keys: dict[str, Parser], path: str, ctx: _Ctx) -> dic
 def _pool_from(values: dict[str, Any], environ: Mapping[str, str], path: str, ctx: _Ctx) -> PoolSettings:
     """Pool settings: the environment's keys, else the runbook's DB_POOL_* variables, else defaults."""
     defaults = PoolSettings()
-        # imported here: APScheduler is needed only where a cron is configured, and every CLI command
-        # loads the configuration (start-up speed)
     result = {}
     for key, attr, default in (
         ("DB_POOL_MIN", "min", defaults.min),
@@ -530,7 +686,7 @@ def _pool_from(values: dict[str, Any], environ: Mapping[str, str], path: str, ct
             result[attr] = values[key]
         elif environ.get(key):
             # the runbook's variables apply to every environment that does not set its own
-            parsed = _int(environ[key], f"{path}.{key} (from ${key})", ctx, minimum=1 if key == "DB_POOL_MAX" else 0)
+            parsed = _ENV_KEYS[key](environ[key], f"{path}.{key} (from ${key})", ctx)
             result[attr] = default if parsed is None else parsed
         else:
             result[attr] = default
@@ -557,6 +713,10 @@ def _build_environment(name: str, values: dict[str, Any], ctx: _Ctx) -> Environm
     kwargs.setdefault("backup_dir", ctx.base_dir / "backups")
     kwargs.setdefault("allow_self_approval", not is_prod)
     kwargs.setdefault("confirm_by_typing", is_prod)
+    kwargs.setdefault("drift_check", is_prod)
+    if isinstance(kwargs["drift_check"], str):  # "block" or "warn": the check is on, and says what it does
+        kwargs["drift_action"] = kwargs["drift_check"]
+        kwargs["drift_check"] = True
     retry = RetryPolicy(**values.get("retry", {}))
     if retry.base_delay > retry.max_delay:
         ctx.problem(f"{path}.retry.base_delay", f"base_delay ({retry.base_delay:g}s) is longer than "
@@ -640,6 +800,8 @@ def check_config_data(data: dict[str, Any], *, environ: Mapping[str, str] | None
     config = Config(
         environments=envs,
         state_path=state.get("path", ctx.base_dir / "migrabot.sqlite3"),
+        state_url=state.get("url"),
+        leader_lease=state.get("leader_lease", 15.0),
         timezone=timezone,
         approve_reactions=slack.get("approve_reactions", ("white_check_mark",)),
         reject_reactions=slack.get("reject_reactions", ("x",)),
@@ -654,7 +816,73 @@ def check_config_text(text: str, **kwargs: Any) -> tuple[Config | None, list[Pro
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return None, [Problem("", f"not valid TOML: {exc}")], []
+    except RecursionError:  # tomllib recurses once per level of [ or {
+        return None, [_too_deep_problem(text)], []
     return check_config_data(data, **kwargs)
+
+
+def _too_deep_problem(text: str) -> Problem:
+    found = locate_deep_nesting(text, MAX_NESTING)
+    what = (f"values nested more than {MAX_NESTING} levels deep cannot be read; a value here is a string, "
+            "a number, true/false, a list of strings or a table")
+    if found is None:
+        return Problem("", f"the file nests values too deeply: {what}")
+    key_path, line = found
+    return Problem(key_path, f"nested more than {MAX_NESTING} levels deep (line {line}): {what}")
+
+
+def locate_deep_nesting(text: str, limit: int) -> tuple[str, int] | None:
+    """The key path and line of the first value nested deeper than ``limit`` (a TOML skim, no recursion).
+
+    >>> locate_deep_nesting('[environments.dev]\\nname = "a[b"\\naliases = [[[["x"]]]]\\n', 3)
+    ('environments.dev.aliases', 3)
+    """
+    table, key, depth, line, i, n = "", "", 0, 1, 0, len(text)
+    line_start = True
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line, line_start, i = line + 1, True, i + 1
+        elif c in " \t\r,":
+            i += 1
+        elif c == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif c in "\"'":
+            quote = c * 3 if text.startswith(c * 3, i) else c
+            j = i + len(quote)
+            while j < n and not text.startswith(quote, j):
+                if c == '"' and text[j] == "\\":
+                    j += 1
+                elif text[j] == "\n":
+                    line += 1
+                j += 1
+            i, line_start = j + len(quote), False
+        elif depth == 0 and line_start and c == "[":  # a [table] or [[array]] header
+            end = text.find("\n", i)
+            header = text[i: n if end < 0 else end].split("#")[0]
+            table = _plain_key(header.strip().strip("[]"))
+            i = n if end < 0 else end
+        elif depth == 0 and line_start:  # key = value
+            eq = text.find("=", i)
+            if eq < 0:
+                return None
+            key, i, line_start = _plain_key(text[i:eq]), eq + 1, False
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return (f"{table}.{key}" if table else key), line
+            i += 1
+        elif c in "]}":
+            depth, i = max(depth - 1, 0), i + 1
+        else:
+            i, line_start = i + 1, False
+    return None
+
+
+def _plain_key(raw: str) -> str:
+    """``a . "b" . c`` as ``a.b.c``."""
+    return ".".join(part.strip().strip("\"'") for part in raw.split("."))
 
 
 def config_from_runbook_env(environ: Mapping[str, str], base_dir: Path) -> dict[str, Any] | None:
@@ -680,11 +908,18 @@ def check_config(path: str | os.PathLike[str] | None = None, environ: Mapping[st
     environ = os.environ if environ is None else environ
     register_env_secrets(environ)  # Slack tokens are masked in every message from here on
     file, named = resolve_config_path(path, environ)
+    if file.is_dir():
+        return None, [Problem("", f"{file} is a directory, not a configuration file; name the file itself, "
+                              f"e.g. --config {file / DEFAULT_CONFIG_PATH}")], []
     if file.is_file():
         try:
-            text = file.read_text(encoding="utf-8")
+            raw = file.read_bytes()
         except OSError as exc:
             return None, [Problem("", f"cannot read {file}: {exc.strerror}")], []
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, [_not_utf8_problem(file, raw, exc)], []
         return check_config_text(text, environ=environ, base_dir=file.resolve().parent,
                                  source=str(file))
     if named:
@@ -697,6 +932,35 @@ def check_config(path: str | os.PathLike[str] | None = None, environ: Mapping[st
                               "or export DATABASE_URL and NODE_ENV as the runbook does")], []
     return check_config_data(data, environ=environ, base_dir=Path.cwd(),
                              source="environment (DATABASE_URL, NODE_ENV)")
+
+
+def _not_utf8_problem(file: Path, data: bytes, exc: UnicodeDecodeError) -> Problem:
+    """Where the first byte that is not UTF-8 is: its line, and its key path when it is in a value."""
+    line = data.count(b"\n", 0, exc.start) + 1
+    byte = data[exc.start]
+    key_path = ""
+    marker = "\ufdd0"  # a noncharacter: in place of the first bad byte, to see which value (if any) holds it
+    text = (data[:exc.start].decode("utf-8") + marker + data[exc.end:].decode("utf-8", errors="replace"))
+    try:
+        key_path = _path_holding(tomllib.loads(text), marker) or ""
+    except (tomllib.TOMLDecodeError, RecursionError):
+        pass
+    return Problem(key_path, f"{file} is not UTF-8 text (byte 0x{byte:02x} on line {line}): save it as UTF-8, "
+                             "the only encoding TOML allows")
+
+
+def _path_holding(value: Any, needle: str, path: str = "") -> str | None:
+    if isinstance(value, str):
+        return path if needle in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        sub = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
+        if needle in str(key):
+            return sub
+        found = _path_holding(item, needle, sub)
+        if found:
+            return found
+    return None
 
 
 def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,

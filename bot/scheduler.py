@@ -4,7 +4,9 @@
 
 APScheduler keeps its jobs in memory only: what must survive a restart is in migrabot's own
 state (the ``schedules`` table), and the scheduled run starts are re-created from it by
-:func:`bot.runs.scheduled.restore_run_starts` through :func:`add_date_job`.
+:func:`bot.runs.scheduled.restore_run_starts` through :func:`add_date_job`. With several replicas
+only the leader runs a scheduler (:class:`bot.app.Replica`; APScheduler 3 must never share a job
+store between schedulers); it picks up starts scheduled on other replicas from the table.
 
 Recurring jobs, each a plain async function that can also be called directly (tests do):
 
@@ -28,11 +30,14 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from actions import drift_memory
+from actions.drift import check_environment
 from actions.errors import ActionError
 from actions.health import health_check
 from actions.report import monitoring_report
 from actions.retention import prune
 from bot.config import Config, Environment
+from bot.render import drift as drift_render
 from bot.render import messages, reports
 from bot.workflow import Workflow
 from state import runs, schedules
@@ -52,6 +57,8 @@ async def start(wf: Workflow, *, sweep_interval: float = 30.0) -> AsyncIOSchedul
             _cron(wf, scheduler, f"report:{env.name}", env.report_cron, post_daily_report, env)
         if env.health_cron:
             _cron(wf, scheduler, f"health:{env.name}", env.health_cron, watch_health, env)
+        if env.drift_cron:
+            _cron(wf, scheduler, f"drift:{env.name}", env.drift_cron, watch_drift, env)
         if env.retention.keep_last is not None or env.retention.keep_days is not None:
             hour, minute = RETENTION_TIME
             _add(wf, scheduler, f"retention:{env.name}", CronTrigger(hour=hour, minute=minute,
@@ -94,6 +101,8 @@ def recurring_jobs(config: Config) -> list[str]:
             out.append(f"{env.name}: report to the channel at `{env.report_cron}` ({config.timezone})")
         if env.health_cron:
             out.append(f"{env.name}: health check at `{env.health_cron}`, posted when a check fails")
+        if env.drift_cron:
+            out.append(f"{env.name}: drift check at `{env.drift_cron}`, posted when its findings change")
         if env.retention.keep_last is not None or env.retention.keep_days is not None:
             out.append(f"{env.name}: backup retention daily at {RETENTION_TIME[0]:02d}:{RETENTION_TIME[1]:02d}")
     return out
@@ -107,11 +116,12 @@ def run_start_job_id(schedule_id: str) -> str:
 
 
 def add_date_job(wf: Workflow, job_id: str, at: datetime, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run ``job`` once at ``at`` (nothing when the scheduler is not running, e.g. in the CLI: the row
-    in ``schedules`` is the truth, and the job is made again when the bot starts)."""
+    """Run ``job`` once at ``at`` (nothing when the scheduler is not running: in the CLI, or on a
+    replica that does not lead; the row in ``schedules`` is the truth, and the leader makes the job
+    from it, at its next heartbeat or when a bot starts)."""
     scheduler = wf.scheduler
     if scheduler is None or not scheduler.running:
-        log.warning("no scheduler running: job %s is stored and made again when the bot starts", job_id)
+        log.info("no scheduler here: job %s is stored; the leader (or the next bot to start) makes it", job_id)
         return
     scheduler.add_job(job, DateTrigger(run_date=at), id=job_id, replace_existing=True,
                       misfire_grace_time=None, coalesce=True)
@@ -210,3 +220,22 @@ async def remind_approvals(wf: Workflow, run_id: int, *, now: datetime | None = 
     await wf.reply(view.run, *messages.approval_reminder(view, waited))
     wf.audit(BOT, "approval_reminder", run=view.run, detail=f"{a.count}/{a.needed}")
     return True
+
+
+async def watch_drift(wf: Workflow, env: Environment) -> str | None:
+    """``drift_cron``: a drift check posted to the channel only when its findings changed since the last
+    check (remembered in ``<backup_dir>/<env>/drift/last.json``); a first check that is in sync says nothing."""
+    try:
+        report = await check_environment(env)
+    except ActionError as exc:
+        wf.audit(BOT, "drift_failed", env=env.name, detail=str(exc))
+        return None
+    before = drift_memory.last_fingerprint(env.backup_dir, env.name)
+    changed = drift_memory.remember(env.backup_dir, env.name, drift_memory.fingerprint(report),
+                                    drift_render.headline(report))
+    channel = _channel(env)
+    if not changed or (before is None and report.in_sync) or channel is None:
+        return None
+    wf.audit(BOT, "drift_changed", env=env.name, detail=drift_render.headline(report))
+    return await wf.slack.post(channel, *drift_render.drift_message(
+        report, origin="scheduled drift check (posted because the findings changed)"))

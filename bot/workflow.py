@@ -16,12 +16,13 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Config, Environment
+from bot.render.messages import slack_delayed as delayed_note
 from bot.render.run_message import render_run
 from bot.rules.approval_policy import approver_ids
 from bot.rules.run_view import RunView, load_run_view
-from bot.slack_out import SlackOut
+from bot.slack_out import Posted, SlackOut
 from bot.worker import Worker
-from state import audit, runs
+from state import audit, dedup, runs
 from state.runs import Run
 from state.store import Store
 
@@ -45,8 +46,13 @@ class Workflow:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dirty: set[int] = set()
         self._updaters: dict[int, asyncio.Task[Any]] = {}
+        # this process's own executor tasks, for draining at a stop; who executes a run is in state
+        # (runs.owner, set by the move to running), which every replica reads
         self.executing: dict[int, asyncio.Task[Any]] = {}
+        #: "leader" while this replica holds the leader lease (see bot.app.Replica), else "follower"
+        self.role = "follower"
         self.worker = Worker()
+        self._delays_told: dict[int, int] = {}  # run id -> 429s already reported in its thread
 
     # --- background work -------------------------------------------------------------------
 
@@ -63,8 +69,31 @@ class Workflow:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def spawn_once(self, key: str, coro: Coroutine[Any, Any, Any], name: str = "work") -> None:
+        """Like :meth:`spawn`, for a Slack request: ``coro`` runs only the first time ``key`` is seen.
+
+        The de-duplication key is written on the worker loop, not before the ack: the ack never
+        waits for the state database (a round trip to PostgreSQL, under a burst, on every request),
+        and a retry or a double click, on this replica or another, still acts once.
+        """
+        self.spawn(self._once(key, coro), name)
+
+    async def _once(self, key: str, coro: Coroutine[Any, Any, Any]) -> Any:
+        if not dedup.first_time(self.store, key):
+            coro.close()  # a retry: never started, so nothing to cancel
+            return None
+        return await coro
+
+    def busy(self, name: str) -> bool:
+        """True while a background task called ``name`` is still running in this process."""
+        return any(t.get_name() == name and not t.done() for t in self._tasks)
+
     def execute(self, kind: str, run_id: int, user: str) -> None:
-        """Start the executor of ``kind`` for a run that just moved to running (tracked in ``executing``)."""
+        """Start the executor of ``kind`` for a run that just moved to running (tracked in ``executing``).
+
+        The move to running recorded this replica as the run's owner; its heartbeat keeps the
+        claim fresh (:class:`bot.app.Replica`), so no other replica examines the run meanwhile.
+        """
         task = self.spawn(self.executors[kind](self, run_id, user), name=f"run-{run_id}")
         if task is not None:
             self.executing[run_id] = task
@@ -199,15 +228,33 @@ class Workflow:
         text, blocks = render_run(view)
         await self.slack.update(view.run["channel"], ts, text, blocks)
 
-    async def post_run_message(self, run_id: int) -> str | None:
+    async def post_run_message(self, run_id: int) -> Posted:
+        """Post the run message where the run lives; from then on the run holds the channel *id*
+        Slack answered with (the configuration may name the channel: ``chat.update`` needs the id)."""
         view = await self.view(run_id)
         if view is None:
-            return None
+            return Posted(error="no such run")
         text, blocks = render_run(view)
-        ts = await self.slack.post(view.run["channel"], text, blocks)
-        if ts:
-            runs.update(self.store, run_id, message_ts=ts)
-        return ts
+        posted = await self.slack.post_message(view.run["channel"], text, blocks)
+        if posted.ts:
+            runs.update(self.store, run_id, message_ts=posted.ts, channel=posted.channel or view.run["channel"])
+        return posted
+
+    async def note_delays(self, run_id: int) -> None:
+        """Say in the run's thread when Slack's rate limits delayed its messages since the last note.
+
+        Waits for the run message's pending update first, so a closing note counts its retries too.
+        """
+        updater = self._updaters.get(run_id)
+        if updater is not None and updater is not asyncio.current_task():
+            await asyncio.wait([updater], timeout=60)
+        run = runs.get(self.store, run_id)
+        if run is None or not run.get("message_ts"):
+            return
+        count, waited = self.slack.delayed(run["channel"])
+        if count > self._delays_told.get(run_id, 0):
+            self._delays_told[run_id] = count
+            await self.reply(run, *delayed_note(count, waited))
 
     async def reply(self, run: Run, text: str, blocks: list[dict[str, Any]] | None = None, *,
                     broadcast: bool = False) -> str | None:

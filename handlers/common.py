@@ -26,9 +26,29 @@ def actor_from_action(body: dict[str, Any]) -> Actor:
                  trigger_id=body.get("trigger_id"), response_url=body.get("response_url"))
 
 
+def shown_options(body: dict[str, Any]) -> list[str] | None:
+    """The options ticked in the clicked checkboxes as the clicker's client showed them.
+
+    Slack sends ``message`` as that client last saw it (none for an ephemeral message): its
+    ``initial_options`` are what the person saw before their click. None when it is not there.
+    """
+    action = (body.get("actions") or [{}])[0]
+    for block in (body.get("message") or {}).get("blocks") or []:
+        if block.get("block_id") != action.get("block_id"):
+            continue
+        for element in block.get("elements") or []:
+            if element.get("action_id") == action.get("action_id"):
+                return [o.get("value") for o in element.get("initial_options") or []]
+    return None
+
+
 def first_time(wf: Workflow, *parts: Any) -> bool:
     """False for a request already handled (Slack retries, double submits)."""
-    return dedup.first_time(wf.store, ":".join(str(p) for p in parts))
+    return dedup.first_time(wf.store, dedup_key(*parts))
+
+
+def dedup_key(*parts: Any) -> str:
+    return ":".join(str(p) for p in parts)
 
 
 def action_key(body: dict[str, Any]) -> tuple[str, ...]:
@@ -67,9 +87,9 @@ def register_slash(app: Any, wf: Workflow, name: str, runners: dict[str, Work]) 
         if cmd.action == "help":
             await answer_usage(ack, usage)
             return
-        if first_time(wf, "command", command.get("trigger_id", "")):
-            # spawned before the ack, so the work is already tracked when Slack hears back
-            wf.spawn(runners[cmd.action](wf, cmd, actor_from_command(command)), f"{name[1:]}-{cmd.action}")
+        # spawned before the ack, so the work is already tracked when Slack hears back; once per trigger
+        wf.spawn_once(dedup_key("command", command.get("trigger_id", "")),
+                      runners[cmd.action](wf, cmd, actor_from_command(command)), f"{name[1:]}-{cmd.action}")
         await ack()
 
     listener.__name__ = f"on_{name[1:]}_command"

@@ -13,6 +13,7 @@ RUNNERS: dict[str, Work] = {
     "report": lambda wf, cmd, actor: monitoring.post_report(wf, wf.env(cmd.env), actor),
     "health": lambda wf, cmd, actor: monitoring.post_health(wf, wf.env(cmd.env), actor),
     "blockers": lambda wf, cmd, actor: monitoring.post_blockers(wf, wf.env(cmd.env), actor),
+    "drift": lambda wf, cmd, actor: monitoring.post_drift(wf, wf.env(cmd.env), actor),
 }
 
 

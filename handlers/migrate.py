@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.runs import migrate, resolve, scheduled
+from bot.runs import migrate, rehearse, resolve, scheduled
 from bot.workflow import Workflow
 from handlers.common import Work, register_slash
 
@@ -13,6 +13,7 @@ RUNNERS: dict[str, Work] = {
     "plan": lambda wf, cmd, actor: migrate.show_plan(wf, wf.env(cmd.env), actor),
     "status": lambda wf, cmd, actor: migrate.show_status(wf, wf.env(cmd.env), actor),
     "history": lambda wf, cmd, actor: migrate.show_history(wf, wf.env(cmd.env), actor),
+    "rehearse": lambda wf, cmd, actor: rehearse.rehearse_env(wf, wf.env(cmd.env), actor),
     "abort": lambda wf, cmd, actor: migrate.abort_env(wf, wf.env(cmd.env), actor),
     "resolve": lambda wf, cmd, actor: resolve.request_resolve(
         wf, wf.env(cmd.env), actor, cmd.args["migration"], cmd.args["as"]),

@@ -19,11 +19,12 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.app import build_app, http_application
 from bot.config import Config, check_config_text
 from bot.simulator.blockkit_check import check_message, check_view
-from bot.simulator.local_slack import LocalSlack, Message
+from bot.simulator.local_slack import LocalSlack, Message, RateLimits
 from bot.simulator.slack_requests import SlackDriver
 from bot.workflow import Workflow
 from state.store import Store, open_store
@@ -94,8 +95,9 @@ class BotStack:
     wf: Workflow
     config: Config
     store: Store
-    url: str
-    runner: web.AppRunner
+    url: str  # "" over Socket Mode
+    runner: web.AppRunner | None  # None over Socket Mode
+    socket_handler: Any = None  # slack-bolt's AsyncSocketModeHandler, over Socket Mode
 
     async def settle(self) -> None:
         """Wait until the bot has finished everything the last request started."""
@@ -165,24 +167,52 @@ class BotStack:
         return problems
 
 
+#: Slack's rate limits at a tenth of their windows (posting: a burst of 3, then 10 per second per
+#: channel), and the bot's pacing scaled the same way, so the end-to-end tests stay fast.
+TIME_FACTOR = 0.1
+
+
 @asynccontextmanager
-async def bot_stack(config: Config, *, store_path: Path | None = None) -> AsyncIterator[BotStack]:
-    slack = LocalSlack(users=USERS, channels={CHANNEL: "deploys"}, usergroups={GROUP: [CAROL, DAVE]})
+async def bot_stack(config: Config, *, store_path: Path | None = None, pace: bool = True,
+                    check_mentions: bool = True, socket_mode: bool = False,
+                    time_factor: float = TIME_FACTOR) -> AsyncIterator[BotStack]:
+    """The whole bot against the stand-in, over signed HTTP or (``socket_mode``) over Slack's Socket
+    Mode protocol through slack-bolt's own AsyncSocketModeHandler, as ``migrabot serve`` runs it.
+
+    On a clean exit, no ``<!here>``-like sequence may have come from data
+    (:meth:`LocalSlack.stray_mentions`)."""
+    slack = LocalSlack(users=USERS, channels={CHANNEL: "deploys"}, usergroups={GROUP: [CAROL, DAVE]},
+                       rate_limits=RateLimits(time_factor=time_factor))
     base_url = await slack.start()
     store = open_store(store_path or config.state_path)
-    app, wf = build_app(config, store, token=slack.bot_token, signing_secret=SECRET, api_url=base_url,
-                        update_interval=0.0)
-    runner = web.AppRunner(http_application(app, wf), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
-    driver = SlackDriver(url, SECRET, slack)
+    app, wf = build_app(config, store, token=slack.bot_token, signing_secret=None if socket_mode else SECRET,
+                        api_url=base_url, update_interval=0.0, post_rate=(1 / time_factor) if pace else 0.0)
+    runner: web.AppRunner | None = None
+    handler: Any = None
+    if socket_mode:
+        handler = AsyncSocketModeHandler(app, slack.app_token)
+        await handler.connect_async()
+        await slack.socket.wait_connected()
+        url = ""
+        driver = SlackDriver(None, SECRET, slack, socket_mode=True)
+    else:
+        runner = web.AppRunner(http_application(app, wf), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+        driver = SlackDriver(url, SECRET, slack)
     try:
-        yield BotStack(slack, driver, wf, config, store, url, runner)
+        yield BotStack(slack, driver, wf, config, store, url, runner, handler)
+        if check_mentions:
+            stray = slack.stray_mentions()
+            assert not stray, f"text from data reached Slack unescaped: {stray[:5]}"
     finally:
         await wf.close()
         await driver.close()
-        await runner.cleanup()
+        if handler is not None:
+            await handler.close_async()
+        if runner is not None:
+            await runner.cleanup()
         await slack.stop()
         store.close()
 

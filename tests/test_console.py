@@ -292,3 +292,19 @@ def test_ctrl_c_leaves_cleanly(tmp_path: Path, database_url: str) -> None:
     finally:
         child.close()
     assert child.exitstatus == 130
+
+
+async def test_the_console_can_reach_the_bot_over_socket_mode(tmp_path: Path, database_url: str) -> None:
+    s = ConsoleSession(_config(tmp_path, database_url, prod_url=database_url), socket_mode=True)
+    await s.start()
+    try:
+        first = await s.run_line("/migrate staging")
+        assert first.ok, first.output
+        assert "══ Migration: staging ══" in first.output
+        ticked = await s.run_line("tick all")
+        assert ticked.ok and "[1] [x] Review migration files" in ticked.output
+        assert s.slack is not None and s.slack.socket.hellos == 1
+        assert {e.type for e in s.slack.socket.envelopes} == {"slash_commands", "interactive"}
+        assert all(e.acked for e in s.slack.socket.envelopes)
+    finally:
+        await s.close()

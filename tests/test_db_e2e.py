@@ -127,15 +127,15 @@ async def test_a_database_that_cannot_be_reached_answers_the_person_only(make_st
 class Chain:
     """A real lock chain: ``holder`` keeps an ACCESS EXCLUSIVE lock open, ``waiter`` waits for it."""
 
-    def __init__(self, url: str, mode: str = "ACCESS EXCLUSIVE") -> None:
-        self.url, self.mode = url, mode
+    def __init__(self, url: str, mode: str = "ACCESS EXCLUSIVE", waiter_sql: str = "SELECT * FROM t") -> None:
+        self.url, self.mode, self.waiter_sql = url, mode, waiter_sql
 
     async def __aenter__(self) -> Chain:
         self.holder = await asyncpg.connect(self.url, server_settings={"application_name": "holder-app"})
         self.waiter = await asyncpg.connect(self.url)
         await self.holder.execute("CREATE TABLE IF NOT EXISTS t (id int)")
         await self.holder.execute(f"BEGIN; LOCK TABLE t IN {self.mode} MODE /* {SECRET} */")
-        self.waiting = asyncio.ensure_future(self.waiter.fetch("SELECT * FROM t"))
+        self.waiting = asyncio.ensure_future(self.waiter.fetch(self.waiter_sql))
         self.pid = self.holder.get_server_pid()
         return self
 
@@ -272,8 +272,9 @@ async def test_terminate_what_blocks_a_running_migration(tmp_path: Path, make_st
             for f in (tmp_path / "migrations" / old).iterdir():
                 f.unlink()
             (tmp_path / "migrations" / old).rmdir()
-        # ACCESS SHARE: the backup (pg_dump) may read the table, the ALTER TABLE must wait
-        async with Chain(s.config.environment("staging").database_url, "ACCESS SHARE") as chain:
+        # SHARE: the backup (pg_dump) may read the table; the application's writes queue behind the holder
+        # (what `/db blockers` shows), and the ALTER TABLE waits for it without queueing (the thread says so)
+        async with Chain(s.config.environment("staging").database_url, "SHARE", "INSERT INTO t VALUES (1)") as chain:
             await s.slash(ALICE, "staging")
             await s.tick_all(ALICE)
             migration = s.last_run_message()
@@ -283,7 +284,7 @@ async def test_terminate_what_blocks_a_running_migration(tmp_path: Path, make_st
                 [r.text for r in (s.slack.message(CHANNEL, migration.ts) or migration).replies]), timeout=20)
             # no settle() while the migration runs (it waits for every task): poll the channel instead
             msg = None
-            for _ in range(300):  # the migration waits for its lock only part of the time (backoff)
+            for _ in range(300):  # the writer shows up in pg_stat_activity within a few ms
                 before = len(s.slack.messages(CHANNEL))
                 await s.driver.slash(ALICE, "/db", "blockers staging", CHANNEL)
                 await wait_for(lambda n=before: len(s.slack.messages(CHANNEL)) > n)
@@ -291,7 +292,7 @@ async def test_terminate_what_blocks_a_running_migration(tmp_path: Path, make_st
                     msg = s.slack.messages(CHANNEL)[-1]
                     break
                 await asyncio.sleep(0.05)
-            assert msg is not None, "the migration was never seen waiting"
+            assert msg is not None, "the blocked writer never showed in /db blockers"
             assert f"blocked by pid {chain.pid}" in s.text_of(msg)
             await s.driver.click(ALICE, CHANNEL, msg.ts, "terminate_blocker", value=f"staging:{chain.pid}")
             run_msg = await wait_for(lambda: next((m for m in s.slack.messages(CHANNEL) if "was terminated" in

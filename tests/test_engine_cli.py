@@ -54,10 +54,10 @@ def test_status_deploy_resolve_cycle(setup: tuple[Path, Path], capsys: pytest.Ca
     code, out, err = run(capsys, "deploy", "test", "--config", str(config))
     assert code == 1
     assert "01_a: started" in out and "01_a applied in" in out and "03_bad: FAILED" in out
-    assert "division by zero" in out and "no backup was taken" in err
+    assert "division by zero" in out and "Backup (pg_dump)" in out and "verified" in out  # the runbook backs up
 
     code, out, err = run(capsys, "deploy", "test", "--json", "--config", str(config))
-    assert code == 2 and "P3009" in err and "resolve ENV --rolled-back 03_bad" in err and out == ""
+    assert code == 2 and "P3009" in err and "resolve test --rolled-back 03_bad" in err and out == ""
 
     code, out, _ = run(capsys, "status", "test", "--json", "--config", str(config))
     data = json.loads(out)

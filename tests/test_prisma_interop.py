@@ -451,3 +451,21 @@ async def test_prisma_gives_up_with_p1002_while_the_lock_stays_held(project: Pri
     assert run.code != 0 and "P1002" in run.output, run.output
     status = await migration_status(project.url, project.migrations)
     assert status.pending == ["01_users"] and status.failed == []
+
+
+async def test_a_file_with_a_byte_order_mark_is_recorded_as_prisma_records_it(
+        project: PrismaProject, pg_server: pgserver.Server, prod_database: str, tmp_path: Path, timer: None) -> None:
+    """Prisma applies a migration.sql saved with a UTF-8 BOM and checksums its bytes, BOM included: so does migrabot."""
+    raw = b"\xef\xbb\xbfCREATE TABLE bom_t (x int);\n"
+    make_migrations(project.migrations, {"01_bom": raw}, provider=None)
+    result = await deploy(project.url, project.migrations)
+    assert result.ok, result.failed
+    run = await project.status()
+    assert run.code == 0 and UP_TO_DATE in run.output, run.output
+    twin = _make_project(tmp_path / "twin", pg_server.url_for(prod_database), project.cli)
+    make_migrations(twin.migrations, {"01_bom": raw}, provider=None)
+    run = await twin.deploy()
+    assert run.code == 0, run.output
+    [ours], [theirs] = await rows(project.url), await rows(twin.url)
+    assert ours["checksum"] == theirs["checksum"] == hashlib.sha256(raw).hexdigest()
+    assert (await migration_status(twin.url, twin.migrations)).up_to_date

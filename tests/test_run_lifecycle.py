@@ -1,20 +1,15 @@
-"""A run's life (state/runs.py): the transitions table walked move by move on a real state store."""
+"""A run's life (state/runs.py): the transitions table walked move by move on a real state store,
+on each backend (the ``store`` fixture of conftest.py: a SQLite file, a PostgreSQL database)."""
 
 from __future__ import annotations
 
 from collections import deque
-from pathlib import Path
 
 import pytest
 
 from state import locks, runs
 from state.runs import FINAL, INITIAL, TRANSITIONS, RunStatus
-from state.store import Store, open_store
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return open_store(tmp_path / "state.sqlite")
+from state.store import Store
 
 
 def paths_from_start() -> dict[RunStatus, list[RunStatus]]:

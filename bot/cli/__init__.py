@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
@@ -33,6 +34,8 @@ COMMAND_MODULES = (
     "bot.cli.monitor_cmd",
     "bot.cli.serve_cmd",
     "bot.cli.console_cmd",
+    "bot.cli.drift_cmd",
+    "bot.cli.rehearse_cmd",
 )
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
@@ -42,13 +45,44 @@ class CliError(Exception):
     """A user error: printed as one sentence on stderr, exit code 2."""
 
 
+# The global options, accepted before the subcommand and after it (``migrabot --config F status
+# prod`` and ``migrabot status prod --config F`` alike). The top-level parser holds their defaults;
+# each subcommand's copy defaults to SUPPRESS, so that it sets nothing unless given there and a
+# value given before the subcommand survives.
+CONFIG_HELP = "configuration file (default: $MIGRABOT_CONFIG or ./migrabot.toml)"
+JSON_HELP = "print the result as JSON"
+VERBOSE_HELP = "log what happens to stderr"
+
+
 def add_config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE",
-                        help="configuration file (default: $MIGRABOT_CONFIG or ./migrabot.toml)")
+    """``--config FILE`` on a subcommand (every subcommand gets it; calling this is harmless)."""
+    if "--config" not in parser._option_string_actions:
+        parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    """``--json`` on a subcommand (every subcommand gets it; calling this is harmless)."""
+    if "--json" not in parser._option_string_actions:
+        parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+
+
+def add_verbose_option(parser: argparse.ArgumentParser) -> None:
+    if "--verbose" not in parser._option_string_actions:
+        parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+
+
+def add_policy_options(parser: argparse.ArgumentParser, *, confirm: bool = True, no_backup: bool = False) -> None:
+    parser.add_argument("--run", type=int, metavar="ID",
+                        help="the approved Slack run to carry out (where the environment requires approvals)")
+    parser.add_argument("--break-glass", metavar="REASON",
+                        help="run without the approvals and the staging gate: audited with REASON and your OS "
+                             "user, and announced in the environment's channel")
+    if confirm:
+        parser.add_argument("--confirm", default=None, metavar="WORD",
+                            help="the typed confirmation, for scripts (the environment's name, or RESTORE)")
+    if no_backup:
+        parser.add_argument("--no-backup", action="store_true",
+                            help="skip the verified backup (only where the environment sets allow_no_backup)")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -77,8 +111,46 @@ def emit(args: argparse.Namespace, data: Any, text: str | Callable[[], str]) -> 
 T = TypeVar("T")
 
 
+class Terminated(Exception):
+    """SIGTERM arrived while a command ran: it was cancelled, and its cleanup ran on the way out."""
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    """Run ``coro`` to the end; SIGTERM cancels it (raising :class:`Terminated`) rather than killing us.
+
+    Cancelling lets every ``finally`` run: an unfinished backup folder is removed and pg_dump is
+    stopped, a migration's connection is closed (so its transaction rolls back), locks are released.
+    """
+    terminated = False
+
+    async def guarded() -> T:
+        nonlocal terminated
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            terminated = True
+            if task is not None:
+                task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+            installed = True
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or no signals
+            installed = False
+        try:
+            return await coro
+        finally:
+            if installed:
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        if terminated:
+            raise Terminated from None
+        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,10 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run PostgreSQL (Prisma) schema migrations the way the runbook says.",
     )
     parser.add_argument("--version", action="version", version=f"migrabot {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens to stderr")
+    parser.add_argument("--config", metavar="FILE", default=None, help=CONFIG_HELP)
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for command in sub.choices.values():
+        add_config_option(command)
+        add_json_option(command)
+        add_verbose_option(command)
     return parser
 
 
@@ -100,6 +178,33 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
+
+
+def _server_errors() -> tuple[type[BaseException], ...]:
+    """A broken connection, and asyncpg's errors when a command imported asyncpg (else none was raised).
+
+    Looked up, not imported: `migrabot --version` and the commands without a database start faster.
+    """
+    asyncpg = sys.modules.get("asyncpg")
+    found: tuple[type[BaseException], ...] = (ConnectionError,)
+    return found + ((asyncpg.PostgresError, asyncpg.InterfaceError) if asyncpg is not None else ())
+
+
+def server_failure(command: str, exc: BaseException) -> str:
+    """One sentence for a connection lost (or a server error) in a command that has none of its own.
+
+    >>> server_failure("report", ConnectionResetError("reset by peer"))
+    'lost the database connection during `migrabot report` (reset by peer); it stopped there: check the \
+server (`migrabot health ENV`) and what the command was doing (`migrabot status ENV`, `migrabot backups ENV`) \
+before running it again'
+    """
+    reason = " ".join((getattr(exc, "message", None) or str(exc) or type(exc).__name__).split())
+    lost = (isinstance(exc, ConnectionError) or type(exc).__name__ == "InterfaceError"
+            or (getattr(exc, "sqlstate", None) or "").startswith(("08", "57P")))
+    what = "lost the database connection" if lost else "the database server reported an error"
+    return (f"{what} during `migrabot {command}` ({reason}); it stopped there: check the server (`migrabot health "
+            "ENV`) and what the command was doing (`migrabot status ENV`, `migrabot backups ENV`) before running "
+            "it again")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("migrabot: interrupted", file=sys.stderr)
         return 130
+    except _server_errors() as exc:  # from a command without its own sentence for them
+        if args.verbose:
+            print(redact("".join(traceback.format_exception(exc))), file=sys.stderr)
+        print(redact(f"migrabot: {server_failure(args.command, exc)}"), file=sys.stderr)
+        return EXIT_ERROR
+    except Terminated:
+        print("migrabot: stopped by SIGTERM before it finished (what it had started was cleaned up on the way "
+              "out: an unfinished backup is removed, an unfinished migration's transaction is rolled back)",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM
     except Exception as exc:  # a bug: never leak a secret through the traceback
         if args.verbose:
             print(redact("".join(traceback.format_exception(exc))), file=sys.stderr)

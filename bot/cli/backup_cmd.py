@@ -4,6 +4,7 @@
     migrabot backups prod --prune
     migrabot restore prod 20240101_120000 --confirm RESTORE
     migrabot restore prod --drop-previous
+    migrabot restore prod --clean-up        # after a restore was killed: drop its half-restored copy
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ import getpass
 import sys
 
 from actions import humanize
-from bot.cli import EXIT_OK, CliError, add_config_option, add_json_option, emit, environment_from_args, run_async
+from bot.cli import (
+    EXIT_OK,
+    CliError,
+    add_config_option,
+    add_json_option,
+    add_policy_options,
+    emit,
+    environment_from_args,
+    run_async,
+)
 
 ALL = "*"
 
@@ -36,14 +46,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore a backup (restore into a copy, then swap)")
     p.add_argument("env", help="environment name or alias")
     p.add_argument("backup_id", nargs="?", help="the backup's id (see `migrabot backups ENV`), or 'latest'")
-    p.add_argument("--confirm", default="", metavar="WORD",
-                   help="the runbook's confirmation word (the error says which when it is missing)")
+    p.add_argument("--confirm", default=None, metavar="WORD",
+                   help="the runbook's confirmation word, for scripts (on a terminal it is asked)")
+    p.add_argument("--from-other-env", action="store_true",
+                   help="restore a backup whose manifest names another environment, database or server")
     p.add_argument("--in-place", action="store_true",
                    help="empty the database and restore into it (the runbook's way; for roles without CREATEDB)")
     p.add_argument("--no-snapshot", action="store_true",
                    help="skip the safety backup of the current data (data written since the backup is then lost)")
     p.add_argument("--drop-previous", nargs="?", const=ALL, metavar="NAME",
                    help="drop the databases earlier restores kept (or only NAME) instead of restoring")
+    p.add_argument("--clean-up", action="store_true",
+                   help="after a restore was killed: drop the copy it was filling and let connections into the "
+                        "database again (refused while a restore runs); lists the databases restores kept")
+    add_policy_options(p, confirm=False)
     add_config_option(p)
     add_json_option(p)
     p.set_defaults(func=run_restore)
@@ -103,10 +119,21 @@ def run_backups(args: argparse.Namespace) -> int:
 
 def run_restore(args: argparse.Namespace) -> int:
     # imported here, not at the top: `migrabot --version` and the other commands start fast
+    from actions.backup import get_backup, origin_problem
     from actions.db import database_name
-    from actions.restore import RestoreStep, drop_previous, restore
+    from actions.restore import CONFIRM_WORD, RestoreStep, clean_up, drop_previous, restore, sessions_on
+    from bot.cli.policy_gate import open_gate
+    from bot.rules.kinds import KINDS
+    from bot.rules.policy import requirements
 
-    _, env = environment_from_args(args)
+    config, env = environment_from_args(args)
+    if args.clean_up:
+        if args.backup_id or args.drop_previous is not None:
+            raise CliError("--clean-up runs alone: give no BACKUP_ID and no --drop-previous with it")
+        done = run_async(clean_up(env.migration_url, env.name))
+        emit(args, {"done": done}, lambda: "\n".join(done) if done else
+             f"nothing left by an interrupted restore of {database_name(env.migration_url)}")
+        return EXIT_OK
     if args.drop_previous is not None:
         if args.backup_id:
             raise CliError("give either a BACKUP_ID to restore or --drop-previous, not both")
@@ -124,11 +151,29 @@ def run_restore(args: argparse.Namespace) -> int:
             detail = f": {s.detail}" if s.detail else ""
             print(f"{s.name} {s.status} ({s.duration:.1f}s){detail}", file=sys.stderr)
 
-    result = run_async(restore(
-        env.migration_url, env.backup_dir, env.name, args.backup_id, confirm=args.confirm,
-        mode="in-place" if args.in_place else "swap", snapshot=not args.no_snapshot,
-        pgbouncer_admin_url=env.pgbouncer_admin_url, requested_by=_who(), jobs=env.backup_jobs,
-        on_step=step, pgbouncer_database=database_name(env.database_url)))
+    info = get_backup(env.backup_dir, env.name, args.backup_id)
+    if args.backup_id == "latest":
+        print(f"latest verified backup of {env.name}: {info.id} (taken {info.created_at:%Y-%m-%d %H:%M} UTC)",
+              file=sys.stderr)
+    origin = origin_problem(info, env.name, env.migration_url)
+    if origin and not args.from_other_env:
+        raise CliError(f"{origin}; nothing was changed. Pass --from-other-env to put that data into "
+                       f"{env.name} ({database_name(env.migration_url)}) anyway")
+    sessions = run_async(sessions_on(env.migration_url, timeout=env.connect_timeout))
+    what = (f"replace {database_name(env.migration_url)} with backup {info.id}"
+            + (f" FROM ANOTHER PLACE ({origin})" if origin else "")
+            + f"; the swap ends {sessions.describe()} on it")
+    gate = open_gate(args, config, env, requirements(env, KINDS["rollback"]), what=what)
+    try:
+        result = run_async(restore(
+            env.migration_url, env.backup_dir, env.name, info.id, confirm=CONFIRM_WORD,
+            mode="in-place" if args.in_place else "swap", snapshot=not args.no_snapshot,
+            pgbouncer_admin_url=env.pgbouncer_admin_url, requested_by=gate.actor, jobs=env.backup_jobs,
+            on_step=step, pgbouncer_database=database_name(env.database_url), allow_other_origin=bool(origin)))
+    except Exception as exc:
+        gate.finish(succeeded=False, summary=str(exc))
+        raise
+    gate.finish(succeeded=True, summary=f"restored {result.backup_id}")
     emit(args, result.to_dict(), lambda: (
         f"restored backup {result.backup_id} into {result.database} in {result.duration:.1f}s"
         + (f"; safety snapshot {result.snapshot_id}" if result.snapshot_id else "")

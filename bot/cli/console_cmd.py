@@ -56,14 +56,29 @@ def _lines(args: argparse.Namespace) -> tuple[list[tuple[int, str]] | None, str]
     from bot.console.repl import script_lines
 
     if args.script:
-        path = Path(args.script)
+        path = _script_path(args.script)
         try:
             return script_lines(path.read_text(encoding="utf-8")), str(path)
         except OSError as exc:
-            raise CliError(f"cannot read the script {path}: {exc.strerror}; check the path") from None
+            raise CliError(f"cannot read the script {path}: {exc.strerror}; check the path (a relative path is "
+                           f"read from the current directory, {Path.cwd()})") from None
     if not sys.stdin.isatty():
         return script_lines(sys.stdin.read()), "standard input"
     return None, ""
+
+
+def _script_path(name: str) -> Path:
+    """``--script FILE`` from the current directory, made absolute at once.
+
+    A relative path that is absent here but names a file shipped inside migrabot (the README's
+    ``bot/demo/tour.txt``) is that file, so the documented command works outside a checkout too.
+    """
+    path = Path(name).expanduser().absolute()
+    if not path.exists() and not Path(name).expanduser().is_absolute():
+        shipped = Path(__file__).resolve().parents[2] / name  # the folder holding the bot package
+        if shipped.is_file():
+            return shipped
+    return path
 
 
 def _print(text: str) -> None:
@@ -113,6 +128,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from bot.console.demo import DEMO_GROUPS, DEMO_USERS, guide, start_demo, stop_demo
     from bot.console.session import people_for
 
+    if getattr(args, "config", None):  # --config is global: say why it does not apply here
+        raise CliError("migrabot demo writes its own configuration for its embedded PostgreSQL, so --config does "
+                       "not apply; to try the bot on your own databases run `migrabot console --config FILE`")
     script = _lines(args)
     if script[0] is not None and not script[0]:
         _print(f"migrabot demo: nothing to run in {script[1]}; run it in a terminal, or give --script FILE")

@@ -8,14 +8,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from actions import humanize
-from actions.health import HealthReport, health_check
-from actions.lock_chains import BlockedChain, blocking_sessions, find_blockers, terminate_backend
-from actions.report import Report, monitoring_report
-from bot.cli import EXIT_NO, EXIT_OK, add_config_option, add_json_option, emit, environment_from_args
+from bot.cli import EXIT_NO, EXIT_OK, add_config_option, add_json_option, emit, environment_from_args, run_async
+
+if TYPE_CHECKING:
+    from actions.health import HealthReport
+    from actions.lock_chains import BlockedChain, Session
+    from actions.report import Report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,7 +105,8 @@ def render_health(h: HealthReport) -> str:
                                                                         rows, right=[2])
 
 
-def render_blockers(chains: list[BlockedChain]) -> str:
+def render_blockers(chains: list[BlockedChain], roots: list[Session]) -> str:
+    """The waiting sessions, and ``roots`` (``blocking_sessions(chains)``) to terminate."""
     if not chains:
         return "No session is waiting on a lock."
     out = [f"{len(chains)} session(s) waiting on a lock:"]
@@ -113,7 +116,6 @@ def render_blockers(chains: list[BlockedChain]) -> str:
                    f"on {w.wait_event or 'a lock'}: {w.query}")
         for b in c.blockers:
             out.append(f"    blocked by {b.describe()}")
-    roots = blocking_sessions(chains)
     out += ["", "Root blockers (terminate with: migrabot blockers ENV --terminate PID):",
             table(["pid", "user", "app", "state", "xact age", "query"],
                   [[s.pid, s.user, s.application, s.state, humanize.age(s.xact_age), s.query[:80]] for s in roots],
@@ -125,30 +127,39 @@ def render_blockers(chains: list[BlockedChain]) -> str:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    # imported when the command runs, not when the parser is built (CLI start-up speed: asyncpg)
+    from actions.report import monitoring_report
+
     _, env = environment_from_args(args)
     threshold = args.threshold if args.threshold is not None else env.long_query_threshold
-    report = asyncio.run(monitoring_report(env.migration_url, long_query_threshold=threshold, limit=args.limit,
+    report = run_async(monitoring_report(env.migration_url, long_query_threshold=threshold, limit=args.limit,
                                            timeout=env.connect_timeout))
     emit(args, report.to_dict(), lambda: render_report(report))
     return EXIT_OK
 
 
 def run_health(args: argparse.Namespace) -> int:
+    # imported when the command runs, not when the parser is built (CLI start-up speed: asyncpg)
+    from actions.health import health_check
+
     _, env = environment_from_args(args)
-    report = asyncio.run(health_check(env, timeout=env.connect_timeout))
+    report = run_async(health_check(env, timeout=env.connect_timeout))
     emit(args, report.to_dict(), lambda: render_health(report))
     return EXIT_NO if report.failed else EXIT_OK
 
 
 def run_blockers(args: argparse.Namespace) -> int:
+    # imported when the command runs, not when the parser is built (CLI start-up speed: asyncpg)
+    from actions.lock_chains import blocking_sessions, find_blockers, terminate_backend
+
     _, env = environment_from_args(args)
     if args.terminate is not None:
-        ok = asyncio.run(terminate_backend(env.migration_url, args.terminate, timeout=env.connect_timeout))
+        ok = run_async(terminate_backend(env.migration_url, args.terminate, timeout=env.connect_timeout))
         text = f"pid {args.terminate} terminated." if ok else f"pid {args.terminate} is still running."
         emit(args, {"pid": args.terminate, "terminated": ok}, text)
         return EXIT_OK if ok else EXIT_NO
-    chains = asyncio.run(find_blockers(env.migration_url, timeout=env.connect_timeout))
-    data = {"blocked": [c.to_dict() for c in chains],
-            "root_blockers": [vars(s) for s in blocking_sessions(chains)]}
-    emit(args, data, lambda: render_blockers(chains))
+    chains = run_async(find_blockers(env.migration_url, timeout=env.connect_timeout))
+    roots = blocking_sessions(chains)
+    data = {"blocked": [c.to_dict() for c in chains], "root_blockers": [vars(s) for s in roots]}
+    emit(args, data, lambda: render_blockers(chains, roots))
     return EXIT_OK

@@ -64,10 +64,12 @@ async def _serve(config: Config, token: str, secret: str | None, app_token: str 
     from bot.app import build_app, http_application, start_background
     from state.store import open_store
 
-    store = open_store(config.state_path)
+    # a StateVersionError (newer store, unreachable server) is reported by bot.cli.main as one sentence
+    store = open_store(config.state_target, replica=os.environ.get("MIGRABOT_REPLICA") or None)
+    print(f"migrabot: replica {store.replica}, state: {store.where}", flush=True)
     app, wf = build_app(config, store, token=token, signing_secret=secret,
                         api_url=os.environ.get("MIGRABOT_SLACK_API_URL"))
-    scheduler = await start_background(wf)
+    replica = await start_background(wf)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -88,13 +90,13 @@ async def _serve(config: Config, token: str, secret: str | None, app_token: str 
         print("migrabot: connected to Slack in Socket Mode", flush=True)
         await _drain(wf, stop, args.grace)
         await handler.close_async()
-    await wf.run(_shutdown(scheduler))  # the scheduler lives on the worker loop
+    await wf.run(_shutdown(replica))  # the scheduler lives on the worker loop
     await wf.close()
     store.close()
 
 
-async def _shutdown(scheduler: Any) -> None:
-    scheduler.shutdown(wait=False)
+async def _shutdown(replica: Any) -> None:
+    await asyncio.to_thread(replica.shutdown)  # joins the heartbeat thread, then gives the lease up
 
 
 async def _drain(wf: Any, stop: asyncio.Event, grace: float) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.app import build_app, http_application, start_background
 from bot.config import Config
@@ -127,8 +128,13 @@ class ConsoleSession:
     """The whole bot without Slack; see the module docstring."""
 
     def __init__(self, config: Config, *, user: str = "alice", people: People | None = None,
-                 state_path: str | Path | None = None, color: bool = False, width: int = 100) -> None:
+                 state_path: str | Path | None = None, color: bool = False, width: int = 100,
+                 socket_mode: bool = False) -> None:
+        """``socket_mode``: reach the bot over the stand-in's Socket Mode server, as `migrabot serve`
+        does by default, instead of signed HTTP."""
         self.config = config
+        self.socket_mode = socket_mode
+        self._socket_handler: Any = None
         self.people = people or people_for(config)
         uid = self.people.user_id(user)
         if uid is None:
@@ -168,13 +174,20 @@ class ConsoleSession:
             path = self.state_path
         self._store = open_store(path)
         secret = secrets.token_hex(16)
-        app, self.wf = build_app(self.config, self._store, token=self.slack.bot_token, signing_secret=secret,
+        app, self.wf = build_app(self.config, self._store, token=self.slack.bot_token,
+                                 signing_secret=None if self.socket_mode else secret,
                                  api_url=base_url, update_interval=0.05)
-        self._runner = web.AppRunner(http_application(app, self.wf), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/slack/events"
-        self.driver = SlackDriver(url, secret, self.slack, timeout=60.0)
+        if self.socket_mode:
+            self._socket_handler = AsyncSocketModeHandler(app, self.slack.app_token)
+            await self._socket_handler.connect_async()
+            await self.slack.socket.wait_connected()
+            self.driver = SlackDriver(None, secret, self.slack, timeout=60.0, socket_mode=True)
+        else:
+            self._runner = web.AppRunner(http_application(app, self.wf), access_log=None)
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+            url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/slack/events"
+            self.driver = SlackDriver(url, secret, self.slack, timeout=60.0)
         self._scheduler = await start_background(self.wf)
 
     async def close(self) -> None:
@@ -191,6 +204,9 @@ class ConsoleSession:
         if self.driver is not None:
             await self.driver.close()
             self.driver = None
+        if self._socket_handler is not None:
+            await self._socket_handler.close_async()
+            self._socket_handler = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

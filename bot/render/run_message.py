@@ -8,15 +8,16 @@ from typing import Any
 
 from bot.render import blocks as bk
 from bot.render.dates import slack_date
+from bot.render.impact import impact_tag
 from bot.render.messages import incident_actions
+from bot.render.rehearsal import rehearsal_lines, verdict_tag
 from bot.rules import checklist
-from bot.rules.confirmation import confirm_word
 from bot.rules.kinds import KINDS
-from bot.rules.run_view import RunView
+from bot.rules.run_view import RunView, chosen_backup
 from state import runs
 from state.runs import RunStatus
 
-STATUS_ICON = {"pass": ":white_check_mark:", "na": ":heavy_minus_sign:", "fail": ":x:",
+STATUS_ICON = {"pass": ":white_check_mark:", "na": ":heavy_minus_sign:", "fail": ":x:", "warn": ":warning:",
                "manual": ":white_large_square:", "pending": ":hourglass_flowing_sand:"}
 STEP_ICON = {"pending": ":white_circle:", "running": ":hourglass_flowing_sand:", "done": ":white_check_mark:",
              "failed": ":x:", "skipped": ":heavy_minus_sign:", "aborted": ":no_entry_sign:",
@@ -64,7 +65,7 @@ def _summary(view: RunView) -> list[dict[str, Any]]:
         return _rollback_summary(view, lines)
     lines += KIND_LINES.get(view.run["kind"], lambda _view: [])(view)
     for note in plan.get("notes", []):
-        lines.append(note)
+        lines.append(bk.stored(note))
     if view.run.get("scheduled_for") and view.status is RunStatus.SCHEDULED:
         lines += scheduled_lines(view)
     result = [bk.section("\n".join(lines))]
@@ -88,15 +89,17 @@ def _migrate_lines(view: RunView) -> list[str]:
             verdict = lint.get(m["name"], {}).get("verdict")
             tag = {"safe": " — :large_green_circle: safe", "risky": " — :warning: risky"}.get(verdict or "", "")
             extra = " (runs outside a transaction)" if not m.get("transactional", True) else ""
-            lines.append(f"• `{m['name']}`{tag}{extra}")
+            measured = verdict_tag(plan, m["name"]) or impact_tag(plan, m["name"])  # a fresh rehearsal first
+            lines.append(f"• {bk.ticked(m['name'])}{tag}{extra}{measured}")
         if len(migrations) > MAX_LISTED:
             lines.append(f"… and {len(migrations) - MAX_LISTED} more")
         lint_info = plan.get("lint") or {}
         if lint_info.get("error"):
-            lines.append(f"Lint could not run: {lint_info['error']}")
+            lines.append(f"Lint could not run: {bk.esc(lint_info['error'])}")
         elif lint_info:
             safe = "yes" if lint_info.get("zero_downtime_safe") else "*no*"
             lines.append(f"Zero-downtime safe: {safe}")
+        lines += rehearsal_lines(plan)
     return lines
 
 
@@ -104,11 +107,11 @@ def _undo_lines(view: RunView) -> list[str]:
     plan = view.plan
     lines: list[str] = []
     down = plan.get("down_file") or "down.sql"
-    lines.append(f"Undo the last applied migration `{plan.get('migration')}` with its `{down}` "
+    lines.append(f"Undo the last applied migration {bk.ticked(plan.get('migration'))} with its {bk.ticked(down)} "
                  "(shown in the thread), then remove its `_prisma_migrations` row so it is pending again.")
     lint_info = plan.get("lint") or {}
     if lint_info.get("error"):
-        lines.append(f"Lint could not run: {lint_info['error']}")
+        lines.append(f"Lint could not run: {bk.esc(lint_info['error'])}")
     elif lint_info:
         lines.append("Zero-downtime safe: " + ("yes" if lint_info.get("zero_downtime_safe") else "*no*"))
     lines.append("A verified backup is taken first.")
@@ -117,7 +120,7 @@ def _undo_lines(view: RunView) -> list[str]:
 
 def _resolve_lines(view: RunView) -> list[str]:
     plan = view.plan
-    return [f"Mark `{plan.get('migration')}` as *{plan.get('as')}* in `_prisma_migrations` "
+    return [f"Mark {bk.ticked(plan.get('migration'))} as *{bk.esc(plan.get('as'))}* in `_prisma_migrations` "
             "(Prisma's `migrate resolve`)."]
 
 
@@ -133,7 +136,7 @@ def _rollback_summary(view: RunView, lines: list[str]) -> list[dict[str, Any]]:
         text = "*Choose the backup to restore* (verified backups, newest first)"
         if plan.get("more"):
             text += f"; {plan['more']} older ones are not listed"
-        out.append(bk.section(text, block_id=f"target:{view.id}",
+        out.append(bk.section(text, block_id=f"target:v{view.plan.get('input_version') or 0}:{view.id}",
                               accessory=bk.static_select("choose_backup", "Choose a backup", options, chosen)))
     return out
 
@@ -151,7 +154,8 @@ def _lint_advice(plan: dict[str, Any]) -> str:
     for m in (plan.get("lint") or {}).get("migrations", []):
         for f in m.get("findings", [])[:3]:
             if f.get("category") == "risky" or m.get("verdict") == "risky":
-                lines.append(f"• `{m['name']}`: {f.get('message', '')} → _{f.get('advice', '')}_")
+                lines.append(f"• {bk.ticked(m['name'])}: {bk.esc(f.get('message', ''))} → "
+                             f"_{bk.esc(f.get('advice', ''))}_")
     if not lines:
         return ""
     return "*Runbook advice for risky operations:*\n" + "\n".join(lines[:10])
@@ -162,7 +166,7 @@ def _checklist(view: RunView) -> list[dict[str, Any]]:
     done, total = checklist.summary(checks, ticks)
     lines = [f"*Pre-migration checklist* ({done}/{total})"]
     manual_options, selected = [], []
-    for item in checklist.ITEMS:
+    for item in checklist.items_for(checks):
         check = checks.get(item.key, {"status": "pending", "reason": "checking…"})
         status = check["status"]
         tick = ticks.get(item.key)
@@ -171,18 +175,20 @@ def _checklist(view: RunView) -> list[dict[str, Any]]:
                 icon, who = ":ballot_box_with_check:", f" — ticked by {bk.user(tick['by'])}"
             else:
                 icon, who = STATUS_ICON["manual"], ""
-            lines.append(f"{icon} {item.label}: {check['reason']}{who}")
+            lines.append(f"{icon} {item.label}: {bk.stored(check['reason'])}{who}")
             opt = bk.option(item.label, item.key)
             manual_options.append(opt)
             if tick and tick.get("checked"):
                 selected.append(opt)
         else:
             by = " (bot)" if status in ("pass", "na") else ""
-            lines.append(f"{STATUS_ICON.get(status, '')} {item.label}: {check.get('reason', '')}{by}")
+            lines.append(f"{STATUS_ICON.get(status, '')} {item.label}: {bk.stored(check.get('reason', ''))}{by}")
     out = [bk.section("\n".join(lines), block_id=f"checklist_text:{view.id}")]
     if manual_options and view.status in runs.WAITING:
+        # a new block_id per version: clients keep their own ticks for an unchanged one
+        version = view.plan.get("input_version") or 0
         out.append(bk.actions([bk.checkboxes("checklist", manual_options, selected)],
-                              block_id=f"checklist:{view.id}"))
+                              block_id=f"checklist:v{version}:{view.id}"))
     return out
 
 
@@ -216,8 +222,8 @@ def _progress(view: RunView) -> list[dict[str, Any]]:
     for s in view.steps:
         icon = STEP_ICON.get(s["status"], "")
         took = f" ({bk.duration(s['duration'])})" if s.get("duration") is not None else ""
-        detail = f" — {s['detail']}" if s.get("detail") else ""
-        lines.append(f"{icon} {s['label']}{took}{detail}")
+        detail = f" — {bk.stored(s['detail'])}" if s.get("detail") else ""
+        lines.append(f"{icon} {bk.stored(s['label'])}{took}{detail}")
     return [bk.section("\n".join(lines), block_id=f"progress:{view.id}")]
 
 
@@ -225,13 +231,13 @@ def _result(view: RunView) -> list[dict[str, Any]]:
     run = view.run
     result = run.get("result") or {}
     if view.status is RunStatus.SUCCEEDED and result.get("summary"):
-        return [bk.section(f":tada: *Succeeded.* {result['summary']}", block_id=f"result:{view.id}")]
+        return [bk.section(f":tada: *Succeeded.* {bk.stored(result['summary'])}", block_id=f"result:{view.id}")]
     if view.status in runs.FINAL and view.status is not RunStatus.SUCCEEDED:
         reason = run.get("error") or result.get("summary") or ""
         icon = ":rotating_light:" if view.status is RunStatus.FAILED else ":no_entry_sign:"
-        text = f"{icon} *{RUN_STATUS[view.status].capitalize()}.* {reason}"
+        text = f"{icon} *{RUN_STATUS[view.status].capitalize()}.* {bk.stored(reason)}"
         if run.get("decision"):
-            text += f"\nDecision: {run['decision']}"
+            text += f"\nDecision: {bk.stored(run['decision'])}"
         return [bk.section(text, block_id=f"result:{view.id}")]
     return []
 
@@ -246,6 +252,8 @@ def _controls(view: RunView) -> list[dict[str, Any]]:
         elements.append(bk.button(label, "abort", str(view.id), style="danger"))
     if view.status is RunStatus.AWAITING and any(c.get("status") == "fail" for c in view.checks.values()):
         elements.append(bk.button("Re-check", "recheck", str(view.id)))
+    if view.status in runs.WAITING and view.run["kind"] == "migrate" and view.plan.get("migrations"):
+        elements.append(bk.button(":test_tube: Rehearse", "rehearse", str(view.id)))
     out = []
     if view.status is RunStatus.AWAITING and not view.ready:
         missing = view.missing()
@@ -266,8 +274,9 @@ def terminate_lines(view: RunView) -> list[str]:
     p = view.plan
     xact = f", transaction open {bk.duration(p['xact_age'])}" if p.get("xact_age") is not None else ""
     blocks = ", ".join(str(x) for x in p.get("blocks", [])) or "?"
-    return [f"Terminate session *pid {p.get('pid')}* on database `{p.get('db')}`: user `{p.get('user')}`, "
-            f"app `{p.get('application') or '—'}`, {p.get('state') or 'unknown state'}{xact}; it blocks pid {blocks}.",
+    return [f"Terminate session *pid {bk.esc(p.get('pid'))}* on database {bk.ticked(p.get('db'))}: user "
+            f"{bk.ticked(p.get('user'))}, app {bk.ticked(p.get('application') or '—')}, "
+            f"{bk.esc(p.get('state') or 'unknown state')}{xact}; it blocks pid {bk.esc(blocks)}.",
             bk.code(p.get("query") or "", 900),
             "Its open transaction is rolled back and its client disconnected (`pg_terminate_backend`)."]
 
@@ -276,7 +285,7 @@ def scheduled_lines(view: RunView) -> list[str]:
     """"Scheduled for …", what must be ready by then, and the typed confirmation recorded ahead."""
     lines = [f":alarm_clock: *Scheduled for {slack_date(view.run['scheduled_for'] or '')}.* It starts then only if the "
              "checklist and approvals are complete; Cancel schedule (Abort) ends it."]
-    if confirm_word(view.kind, view.env):
+    if view.requirements.typed_word:
         confirmed = view.plan.get("confirmed")
         lines.append(f":keyboard: Typed confirmation recorded by {bk.user(confirmed['by'])}." if confirmed else
                      ":keyboard: Needs the typed confirmation *before* its time: press Confirm now.")
@@ -284,7 +293,7 @@ def scheduled_lines(view: RunView) -> list[str]:
 
 
 def scheduled_controls(view: RunView) -> list[dict[str, Any]]:
-    if view.status is RunStatus.SCHEDULED and confirm_word(view.kind, view.env) and not view.plan.get("confirmed"):
+    if view.status is RunStatus.SCHEDULED and view.requirements.typed_word and not view.plan.get("confirmed"):
         return [bk.button(":keyboard: Confirm now", "run", str(view.id), style="primary")]
     return []
 
@@ -300,17 +309,20 @@ def expiry_note(view: RunView) -> str:
 def describe_impact(plan: dict[str, Any]) -> str:
     """The restore's consequences in words, for the run message."""
     impact = plan.get("impact") or {}
-    lines = [f"Restoring `{plan['target']}` (taken {bk.duration(impact.get('age_seconds'))} ago):"]
+    lines = [f"Restoring {bk.ticked(plan['target'])} (taken {bk.duration(impact.get('age_seconds'))} ago):"]
+    chosen = chosen_backup(plan)
+    if chosen.get("origin"):
+        lines.append(f"• :warning: {bk.esc(chosen['origin'])}: restoring it puts that data into this environment")
     lines.append("• data written since then is saved in a safety snapshot taken first, not lost")
     undone = impact.get("undone_migrations")
     if undone:
         more = f" … and {len(undone) - 10} more" if len(undone) > 10 else ""
-        shown = ", ".join(f"`{n}`" for n in undone[:10]) + more
+        shown = ", ".join(bk.ticked(n) for n in undone[:10]) + more
         lines.append(f"• migrations applied since then are undone: {shown}")
     elif undone is not None:
         lines.append("• no migration was applied since then")
     if impact.get("error"):
-        lines.append(f"• {impact['error']}")
+        lines.append(f"• {bk.esc(impact['error'])}")
     lines.append("• the current database is kept under another name until retention removes it")
     return "\n".join(lines)
 

@@ -2,12 +2,18 @@
 
 The bot's own checks of each item are in :mod:`bot.rules.checks`.
 
-Each item ends in one of four states: ``pass`` (the bot proved it, and says how), ``na``
+Each item ends in one of five states: ``pass`` (the bot proved it, and says how), ``na``
 (does not apply here, and why), ``fail`` (the bot found a problem: it blocks the run until a
-re-check passes) or ``manual`` (a person ticks it; every tick is attributed and audited).
+re-check passes), ``warn`` (a problem the environment only wants shown: it does not block) or
+``manual`` (a person ticks it; every tick is attributed and audited).
+
+Two more items exist where the environment asks for them (their check is then in the run's
+checks): "Rehearsal" (``require_rehearsal``) and "Schema matches the migrations" (``drift_check``).
 
     >>> [i.key for i in ITEMS]
     ['review', 'staging', 'backup', 'downtime', 'rollback_plan', 'notification', 'monitoring', 'pool']
+    >>> [i.key for i in items_for({"drift": {"status": "pass", "reason": ""}})][-1]
+    'drift'
 """
 
 from __future__ import annotations
@@ -36,7 +42,17 @@ ITEMS = (
     Item("pool", "Connection pool", "pgBouncer is configured and healthy"),
 )
 ITEM_KEYS = tuple(i.key for i in ITEMS)
-LABELS = {i.key: i.label for i in ITEMS}
+#: items the bot ticks itself, present only where the environment's policy asks for them
+EXTRA_ITEMS = (
+    Item("rehearsal", "Rehearsal", "a fresh, successful rehearsal of these migrations on a restored copy"),
+    Item("drift", "Schema matches the migrations", "the live schema is what the applied migrations build"),
+)
+LABELS = {i.key: i.label for i in (*ITEMS, *EXTRA_ITEMS)}
+
+
+def items_for(checks: dict[str, dict[str, str]]) -> tuple[Item, ...]:
+    """The runbook's items, and the policy items this run's checks include."""
+    return ITEMS + tuple(i for i in EXTRA_ITEMS if i.key in checks)
 
 
 def result(status: str, reason: str) -> dict[str, str]:
@@ -45,7 +61,7 @@ def result(status: str, reason: str) -> dict[str, str]:
 
 def is_done(key: str, checks: dict[str, dict[str, str]], ticks: dict[str, dict[str, Any]]) -> bool:
     check = checks.get(key, {"status": "pending"})
-    if check["status"] in ("pass", "na"):
+    if check["status"] in ("pass", "na", "warn"):
         return True
     if check["status"] == "manual":
         return bool(ticks.get(key, {}).get("checked"))
@@ -54,4 +70,5 @@ def is_done(key: str, checks: dict[str, dict[str, str]], ticks: dict[str, dict[s
 
 def summary(checks: dict[str, dict[str, str]], ticks: dict[str, dict[str, Any]]) -> tuple[int, int]:
     """(items done, items in all)."""
-    return sum(is_done(k, checks, ticks) for k in ITEM_KEYS), len(ITEM_KEYS)
+    keys = [i.key for i in items_for(checks)]
+    return sum(is_done(k, checks, ticks) for k in keys), len(keys)

@@ -38,6 +38,7 @@ class Kind:
     stops_between_steps: bool = False  # Abort while running stops it at the next safe point
     dismiss_cancels: bool = False  # closing its typed-confirmation modal ends the run
     incident_on_failure: bool = False  # a failure opens an incident: roll back, mark rolled back, fix forward
+    ends_sessions: bool = False  # it replaces the database: its confirmation says whom it disconnects
 
     def needed_approvals(self, env: Environment) -> int:
         return min(1, env.required_approvals) if self.approvals is Approvals.ONE else env.required_approvals
@@ -46,7 +47,7 @@ class Kind:
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("migrate", "Migration", ":rocket: Run", checklist=True, stops_between_steps=True, incident_on_failure=True),
     Kind("rollback", "Rollback (restore a backup)", ":rewind: Restore…", typed=Typed.RESTORE, needs_target=True,
-         dismiss_cancels=True),
+         dismiss_cancels=True, ends_sessions=True),
     Kind("undo", "Partial rollback (undo the last migration)", ":leftwards_arrow_with_hook: Undo"),
     Kind("resolve", "Resolve a migration", ":wrench: Resolve", approvals=Approvals.ONE, typed=Typed.NONE),
     Kind("terminate", "Terminate a blocking session", ":skull: Terminate", typed=Typed.NONE),

@@ -13,11 +13,21 @@ from typing import Any
 from bot.config import Environment
 from bot.rules import checklist
 from bot.rules.approval_policy import ApprovalState, evaluate
-from bot.rules.confirmation import confirm_word
 from bot.rules.kinds import KINDS, Kind
+from bot.rules.policy import Requirements, requirements
 from state import approvals, runs, steps, ticks
 from state.runs import Run, RunStatus
 from state.store import Store
+
+
+def chosen_backup(plan: dict[str, Any]) -> dict[str, Any]:
+    """The backup a restore's plan has chosen, as its menu offered it (empty before a choice).
+
+    >>> chosen_backup({"target": "b2", "backups": [{"id": "b1"}, {"id": "b2", "origin": None}]})
+    {'id': 'b2', 'origin': None}
+    """
+    found: dict[str, Any] = next((c for c in plan.get("backups", []) if c["id"] == plan.get("target")), {})
+    return found
 
 
 @dataclass
@@ -50,6 +60,11 @@ class RunView:
         return KINDS[self.run["kind"]]
 
     @property
+    def requirements(self) -> Requirements:
+        """What this kind of run needs on this environment (the one policy, bot/rules/policy.py)."""
+        return requirements(self.env, self.kind)
+
+    @property
     def checklist_done(self) -> bool:
         if not self.kind.checklist:
             return True
@@ -80,7 +95,7 @@ class RunView:
         out = []
         if not self.target_chosen:
             out.append("choose a backup")
-        for item in (checklist.ITEMS if self.kind.checklist else ()):
+        for item in (checklist.items_for(self.checks) if self.kind.checklist else ()):
             if not checklist.is_done(item.key, self.checks, self.ticks):
                 state = self.checks.get(item.key, {}).get("status", "pending")
                 why = {"fail": "failed", "manual": "not ticked"}.get(state, "checking")
@@ -93,7 +108,7 @@ class RunView:
     def missing_at_scheduled_start(self) -> list[str]:
         """What stops a scheduled run at its time: the usual, and a typed confirmation not recorded ahead."""
         out = self.missing()
-        if confirm_word(self.kind, self.env) and not self.plan.get("confirmed"):
+        if self.requirements.typed_word and not self.plan.get("confirmed"):
             out.append("typed confirmation (record it beforehand with Confirm now)")
         return out
 
@@ -105,6 +120,6 @@ def load_run_view(store: Store, env: Environment, run_id: int, members: set[str]
         return None
     now = now or datetime.now(UTC)
     approval = evaluate(env, requested_by=run["requested_by"], votes=approvals.live(store, run_id),
-                        members=members, now=now, needed=KINDS[run["kind"]].needed_approvals(env))
+                        members=members, now=now, needed=requirements(env, KINDS[run["kind"]]).approvals)
     return RunView(run=run, env=env, ticks=ticks.ticks(store, run_id), approval=approval,
                    steps=steps.steps(store, run_id), now=now)

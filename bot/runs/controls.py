@@ -9,13 +9,15 @@ time instead of starting it (nobody types at 3 a.m.); :mod:`bot.runs.scheduled` 
 
 from __future__ import annotations
 
+from actions.errors import ActionError
+from actions.restore import sessions_on
 from bot import scheduler
 from bot.actor import Actor, refuse, tell
 from bot.render import messages
 from bot.rules import approval_policy
 from bot.rules.confirmation import confirm_word, confirmation_error
 from bot.rules.kinds import KINDS
-from bot.rules.run_view import RunView
+from bot.rules.run_view import RunView, chosen_backup
 from bot.workflow import Workflow
 from state import approvals, runs, schedules
 from state.runs import RunStatus
@@ -73,7 +75,7 @@ async def press_run(wf: Workflow, run_id: int, actor: Actor) -> None:
     view = await operable(wf, run_id, actor)
     if view is None:
         return
-    word = confirm_word(view.kind, view.env)
+    word = view.requirements.typed_word
     if view.status is RunStatus.SCHEDULED:  # it starts at its time; this records the typed confirmation ahead
         if not word:
             await tell(wf, actor, messages.starts_by_itself(view))
@@ -96,7 +98,17 @@ async def _open_confirmation(wf: Workflow, view: RunView, actor: Actor, word: st
     if not actor.trigger_id:
         await refuse(wf, actor, "this needs a typed confirmation; press the button again", run=view.run)
         return
-    if await wf.slack.open_modal(actor.trigger_id, messages.confirm_modal(view, word)) is None:
+    notes = []
+    if view.kind.ends_sessions:  # said before the swap, not discovered after it
+        try:
+            sessions = await sessions_on(view.env.migration_url, timeout=min(2.0, view.env.connect_timeout))
+            notes.append(messages.sessions_note(sessions.describe()))
+        except (ActionError, TimeoutError) as exc:
+            notes.append(messages.sessions_note(None, str(exc)))
+    chosen = chosen_backup(view.plan)
+    if chosen.get("origin"):
+        notes.append(messages.other_origin_note(chosen["origin"], view.env.name))
+    if await wf.slack.open_modal(actor.trigger_id, messages.confirm_modal(view, word, notes)) is None:
         await refuse(wf, actor, "Slack did not open the confirmation; press the button again", run=view.run)
 
 

@@ -2,11 +2,11 @@
 
 The request (:func:`request_run`): plan the pending migrations, take the environment's lock,
 post the run message with its checklist and approvals, post each migration's SQL in the thread.
-The executor (:func:`execute`): the runbook's migration script, step by step: pre-flight →
-backup (``pg_dump``, verified) → status → each migration → verification. Every step is
-written to state before and after it happens, so a restart in the middle leaves a run that
-:func:`explain_interrupted` can explain. No migration is applied unless the backup of this
-run verified.
+The executor (:func:`execute`): the runbook's migration script (``actions/procedure.py``, the
+same steps the CLI runs): pre-flight → backup (``pg_dump``, verified) → status → each migration →
+verification. Every step is written to state before and after it happens, so a restart in the
+middle leaves a run that :func:`explain_interrupted` can explain. No migration is applied unless
+the backup of this run verified.
 """
 
 from __future__ import annotations
@@ -17,27 +17,30 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from actions.advisory_lock import describe_holders
-from actions.backup import preflight
-from actions.db import ping
-from actions.deploy import deploy, refuse_unsafe_state
+from actions.deploy import refuse_unsafe_state
 from actions.errors import ActionError
 from actions.events import DeployEvent
-from actions.health import check_health_url
-from actions.humanize import duration
+from actions.impact import impact
 from actions.lint import lint_folder
 from actions.migrations_dir import load_migration
-from actions.status import MigrationStatus, migration_status
+from actions.procedure import run_migrate
+from actions.status import FailedMigration, MigrationStatus, migration_status
 from bot.actor import Actor, refuse, tell
 from bot.config import Environment
+from bot.render import blocks as bk
+from bot.render import impact as impact_render
 from bot.render import messages
 from bot.rules import checklist
 from bot.rules.checks import run_checks
 from bot.runs.controls import abort, operable
-from bot.runs.open import end_unstarted, open_run, post_or_cancel, preparing
-from bot.runs.steps import StepFailed, backup_first, conclude, settle_step, step
+from bot.runs.findings import note_rehearsal, post_findings
+from bot.runs.open import end_unstarted, new_input_version, open_run, post_or_cancel, preparing
+from bot.runs.steps import StateRecorder, StepFailed, conclude, settle_step
 from bot.workflow import Workflow
-from state import locks, runs, steps, ticks
+from state import locks, runs, ticks
 from state.runs import Run, RunStatus
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,24 @@ async def compute_plan(wf: Workflow, env: Environment) -> tuple[dict[str, Any], 
     local = {m.name: m for m in status.local}
     migrations = [{"name": n, "checksum": local[n].checksum, "transactional": local[n].transactional}
                   for n in status.pending]
-    return {"migrations": migrations, "lint": await lint_plan(wf, env, status.pending)}, status
+    lint, estimates = await asyncio.gather(lint_plan(wf, env, status.pending), impact_plan(env, status))
+    return {"migrations": migrations, "lint": lint, "impact": estimates}, status
+
+
+async def impact_plan(env: Environment, status: MigrationStatus) -> dict[str, Any]:
+    """Per pending statement: its lock level, the live table's size and rows, who it would wait for.
+
+    The write rate is not sampled (it needs two samples seconds apart): the plan stays quick.
+    """
+    if not status.pending:
+        return {"migrations": []}
+    local = status.local_by_name()
+    try:
+        report = await impact(env.migration_url, [(n, local[n].sql) for n in status.pending],
+                              lock_timeout=env.lock_timeout, write_rate_interval=0.0, timeout=env.connect_timeout)
+    except (ActionError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return {"error": str(exc), "migrations": []}
+    return report.to_dict()
 
 
 async def lint_plan(wf: Workflow, env: Environment, names: list[str]) -> dict[str, Any]:
@@ -95,21 +115,48 @@ async def request_run(wf: Workflow, env: Environment, actor: Actor, *, scheduled
             return None
         run = runs.get(wf.store, run_id)
         if run is not None:
+            # the checklist's own checks first, shown within seconds; the review item waits for the SQL,
+            # posted next and paced for Slack (a thousand migrations take minutes)
+            runs.update(wf.store, run_id, plan={**run["plan"], "sql_posting": True})
+            await recheck(wf, run_id, actor, silent=True)
+            run = runs.get(wf.store, run_id) or run
             await post_sql(wf, env, run)
+            if impact_render.impact_blocks(plan):
+                await wf.reply(run, f"Impact estimates for {env.name}", impact_render.impact_blocks(plan))
+            fresh = runs.get(wf.store, run_id)
+            if fresh is not None:
+                runs.update(wf.store, run_id, plan={k: v for k, v in fresh["plan"].items() if k != "sql_posting"})
         await recheck(wf, run_id, actor, silent=True)
         return run_id
     return None
 
 
-async def post_sql(wf: Workflow, env: Environment, run: Run) -> None:
-    """Every pending migration's SQL in the thread, for the "Review migration files" item."""
-    for m in run["plan"]["migrations"]:
+async def post_sql(wf: Workflow, env: Environment, run: Run, names: list[str] | None = None) -> None:
+    """The pending migrations' SQL in the thread, for the "Review migration files" item.
+
+    Several migrations share a reply (Slack allows about one message per second per channel);
+    a reply Slack still refuses after its retries is remembered in the plan (``sql_unposted``), so
+    the review item fails until Re-check posts it: nobody ticks a review of SQL they cannot see.
+    """
+    wanted = [m for m in run["plan"]["migrations"] if names is None or m["name"] in names]
+    items = []
+    for m in wanted:
         try:
             sql = load_migration(Path(env.migrations_dir) / m["name"]).sql
         except ActionError as exc:
             sql = f"({exc})"
-        text, blocks = messages.migration_sql(m["name"], sql, transactional=m.get("transactional", True))
-        await wf.reply(run, text, blocks)
+        items.append((m["name"], sql, m.get("transactional", True)))
+    unposted: list[str] = []
+    start = 0
+    for text, blocks in messages.migrations_sql(items):
+        count = sum(1 for b in blocks if b["text"]["text"].startswith("```"))
+        if await wf.reply(run, text, blocks) is None:
+            unposted += [name for name, _, _ in items[start:start + count]]
+        start += count
+    fresh = runs.get(wf.store, run["id"])
+    if fresh is not None and (unposted or fresh["plan"].get("sql_unposted")):
+        runs.update(wf.store, run["id"], plan={**fresh["plan"], "sql_unposted": unposted})
+    await wf.note_delays(run["id"])
 
 
 async def recheck(wf: Workflow, run_id: int, actor: Actor, *, silent: bool = False) -> None:
@@ -120,33 +167,57 @@ async def recheck(wf: Workflow, run_id: int, actor: Actor, *, silent: bool = Fal
             await refuse(wf, actor, "this run is no longer waiting; nothing to re-check", run=run)
         return
     env = wf.env(run["env"])
-    checks = await run_checks(wf.config, env, run["plan"], channel_name=actor.channel_name)
+    if run["plan"].get("sql_unposted"):  # the SQL Slack refused before: post it now
+        await post_sql(wf, env, run, run["plan"]["sql_unposted"])
+        run = runs.get(wf.store, run_id) or run
+    run = note_rehearsal(wf, run_id, env) or run
+    found: dict[str, Any] = {}
+    checks = await run_checks(wf.config, env, run["plan"], found=found)
     runs.update(wf.store, run_id, checks=checks)
     if not silent:
         wf.audit(actor.user, "recheck", run=run)
     wf.refresh(run_id)
+    await post_findings(wf, run, env, checks, found)
 
 
-async def tick(wf: Workflow, run_id: int, actor: Actor, selected: list[str]) -> None:
-    """The checklist's checkboxes changed: record who ticked or unticked what."""
+async def tick(wf: Workflow, run_id: int, actor: Actor, selected: list[str],
+               shown: list[str] | None = None) -> None:
+    """A checkbox click: apply the change it made to the ticks the bot holds.
+
+    Slack sends the clicker's whole selection as *their* client showed it, and the message as
+    they last saw it (``shown``: the options ticked there). Two people clicking from the same
+    version each send their own set, so the click's change is the difference between the two;
+    taking the set as the truth would untick what the other person just ticked. A person whose
+    view was out of date is told what the checklist holds now. Without ``shown`` (an ephemeral
+    message carries no ``message``), the selection is the change.
+    """
     view = await operable(wf, run_id, actor)
     if view is None or view.status not in runs.WAITING:
         if view is not None:
+            new_input_version(wf, run_id)
             await refuse(wf, actor, "this run is no longer open; the checklist cannot change", run=view.run)
         wf.refresh(run_id)  # puts the boxes back as they were
         return
     run = view.run
     checks = run.get("checks") or {}
     current = ticks.ticks(wf.store, run_id)
-    for key in checklist.ITEM_KEYS:
-        if checks.get(key, {}).get("status") != "manual":
+    held = {k for k, t in current.items() if t.get("checked")}
+    before = set(shown) if shown is not None else held
+    now = set(selected)
+    changes = {k: True for k in now - before} | {k: False for k in before - now}
+    for key, checked in changes.items():
+        if key not in checklist.ITEM_KEYS or checks.get(key, {}).get("status") != "manual":
             continue
-        now_checked = key in selected
-        was_checked = bool(current.get(key, {}).get("checked"))
-        if now_checked != was_checked:
-            ticks.tick(wf.store, run_id, key, now_checked, by=actor.user, source="person")
-            wf.audit(actor.user, "tick" if now_checked else "untick", run=run, detail=checklist.LABELS[key])
+        if checked != (key in held):
+            ticks.tick(wf.store, run_id, key, checked, by=actor.user, source="person")
+            wf.audit(actor.user, "tick" if checked else "untick", run=run, detail=checklist.LABELS[key])
+    merged = {k for k, t in ticks.ticks(wf.store, run_id).items() if t.get("checked")}
+    if merged != now:  # the clicker's boxes differ from what the checklist holds: new boxes for everyone
+        new_input_version(wf, run_id)
     wf.refresh(run_id)
+    if shown is not None and before != held:
+        await tell(wf, actor, messages.stale_checklist(
+            [checklist.LABELS[k] for k in sorted(merged) if k in checklist.LABELS]))
 
 
 async def abort_env(wf: Workflow, env: Environment, actor: Actor) -> None:
@@ -175,7 +246,8 @@ async def show_plan(wf: Workflow, env: Environment, actor: Actor) -> None:
     except ActionError as exc:
         await refuse(wf, actor, f"cannot plan {env.name}: {exc}", env=env.name)
         return
-    await tell(wf, actor, messages.plan_message(env.name, plan["migrations"], plan["lint"]))
+    text, blocks = messages.plan_message(env.name, plan["migrations"], plan["lint"])
+    await tell(wf, actor, (text, bk.fit_blocks([*blocks, *impact_render.impact_blocks(plan)])))
 
 
 async def show_history(wf: Workflow, env: Environment, actor: Actor) -> None:
@@ -197,152 +269,56 @@ async def fix_forward(wf: Workflow, run_id: int, actor: Actor) -> None:
 # --- the executor ------------------------------------------------------------------------------
 
 
-class _Abort(Exception):
-    """Stop here: someone pressed Abort (checked between steps and between migrations)."""
-
-
 def _aborted(wf: Workflow, run_id: int) -> bool:
     run = runs.get(wf.store, run_id)
     return bool(run and run.get("abort_requested"))
 
 
-def _plan_steps(wf: Workflow, run_id: int, names: list[str]) -> None:
-    labels = [("preflight", "Pre-flight checks"), ("backup", "Backup (pg_dump)"), ("status", "Migration status"),
-              *((f"migration:{n}", f"Apply `{n}`") for n in names), ("verify", "Verification")]
-    for position, (name, label) in enumerate(labels):
-        steps.plan(wf.store, run_id, name, label, position=position)
-    wf.refresh(run_id)
-
-
 async def execute(wf: Workflow, run_id: int, user: str) -> None:
+    """The runbook's procedure (actions/procedure.py) with this run's approved migrations, shown live."""
     run = runs.get(wf.store, run_id)
     assert run is not None
     env = wf.env(run["env"])
     names = [m["name"] for m in run["plan"]["migrations"]]
-    _plan_steps(wf, run_id, names)
+    checksums = {m["name"]: m["checksum"] for m in run["plan"]["migrations"]}
+    reported_blockers: set[int] = set()
+
+    async def on_event(event: DeployEvent) -> None:
+        fresh = [b for b in event.blockers if b.pid not in reported_blockers]
+        # the thread hears about each blocker once (waited for, or timed out behind), not on every look or retry
+        if event.kind in ("waiting", "retrying") and fresh:
+            reported_blockers.update(b.pid for b in fresh)
+            await wf.reply(run, *messages.waiting_for_lock(event.migration or "", env.name,
+                                                           [b.describe() for b in fresh]))
+
     started = time.monotonic()
     result: dict[str, Any] = {"applied": []}
     try:
-        await _preflight(wf, run_id, env)
-        if _aborted(wf, run_id):
-            raise _Abort()
-        result["backup_id"] = await backup_first(wf, run_id, env, user, 1, f"before migrate run {run_id}")
-        if _aborted(wf, run_id):
-            raise _Abort()
-        await _status(wf, run_id, env, names)
-        result["applied"] = await _apply(wf, run_id, env, names)
-        if _aborted(wf, run_id) and len(result["applied"]) < len(names):
-            raise _Abort()
-        result["verification"] = await _verify(wf, run_id, env, len(names) + 3)
-        result["duration"] = time.monotonic() - started
-        result["summary"] = messages.migrate_summary(result["applied"], result["duration"], result["backup_id"],
-                                                     result["verification"])
-        conclude(wf, run_id, user, status=RunStatus.SUCCEEDED, result=result)
-    except _Abort:
-        result["duration"] = time.monotonic() - started
-        done = ", ".join(result["applied"]) or "none"
-        conclude(wf, run_id, user, status=RunStatus.ABORTED, result=result,
-                 error=f"aborted on request; migrations applied before the abort: {done}")
+        outcome = await run_migrate(
+            env, names, checksums, StateRecorder(wf, run_id), requested_by=user,
+            reason=f"before migrate run {run_id}", should_continue=lambda: not _aborted(wf, run_id),
+            on_event=on_event, on_backup=lambda backup_id: runs.update(wf.store, run_id, backup_id=backup_id))
     except StepFailed as exc:
         result.update(exc.result)
         result["duration"] = time.monotonic() - started
         conclude(wf, run_id, user, status=RunStatus.FAILED, result=result, error=str(exc))
         await _post_incident(wf, run_id, result, str(exc))
+        return
     except Exception as exc:  # a bug must still leave an explained, unlocked run
         log.exception("run %s crashed", run_id)
         conclude(wf, run_id, user, status=RunStatus.FAILED, result=result,
                  error=f"internal error: {exc}; the database state is preserved in the backup")
         await _post_incident(wf, run_id, result, f"internal error: {exc}")
-
-
-async def _preflight(wf: Workflow, run_id: int, env: Environment) -> None:
-    """The runbook's pre-flight: the database answers; plus the backup pre-flight."""
-    async with step(wf, run_id, "preflight", "Pre-flight checks", 0) as note:
-        await ping(env.database_url, timeout=env.connect_timeout)
-        checks = await preflight(env.migration_url, env.backup_dir, env.name, free_margin=env.backup_free_margin)
-        failed = [c for c in checks if not c.ok]
-        if failed:
-            note["detail"] = "; ".join(c.message for c in failed)
-            raise StepFailed(f"pre-flight failed: {note['detail']}")
-        note["detail"] = "database reachable, backup pre-flight passed"
-
-
-async def _status(wf: Workflow, run_id: int, env: Environment, names: list[str]) -> None:
-    async with step(wf, run_id, "status", "Migration status", 2) as note:
-        status = await migration_status(env.migration_url, env.migrations_dir)
-        refuse_unsafe_state(status)
-        if status.pending != names:
-            note["detail"] = f"pending now: {', '.join(status.pending) or 'none'}; approved: {', '.join(names)}"
-            raise StepFailed("the pending migrations changed since approval, so nothing was applied; "
-                             f"request a new run ({note['detail']})")
-        note["detail"] = f"{len(status.pending)} pending; current version: {status.last_applied or 'none'}"
-
-
-async def _apply(wf: Workflow, run_id: int, env: Environment, names: list[str]) -> list[str]:
-    run = runs.get(wf.store, run_id)
-    assert run is not None
-    checksums = {m["name"]: m["checksum"] for m in run["plan"]["migrations"]}
-    applied: list[str] = []
-    reported_blockers: set[int] = set()
-
-    async def on_event(event: DeployEvent) -> None:
-        migration = event.migration or ""
-        name = f"migration:{migration}" if migration else None
-        if event.kind == "started" and name and event.attempt == 1:
-            steps.start(wf.store, run_id, name, f"Apply `{migration}`", position=3 + names.index(migration))
-            runs.update(wf.store, run_id, current_step=name)
-        elif event.kind == "retrying" and name:
-            who = ", ".join(f"pid {b.pid}" for b in event.blockers) or "another session"
-            steps.note(wf.store, run_id, name, f"lock timeout, retry {event.attempt} (blocked by {who})")
-            fresh = [b for b in event.blockers if b.pid not in reported_blockers]
-            if fresh:  # the thread hears about each blocker once, not on every retry
-                reported_blockers.update(b.pid for b in fresh)
-                await wf.reply(run, *messages.waiting_for_lock(migration, env.name,
-                                                               [b.describe() for b in fresh]))
-        elif event.kind == "finished" and name:
-            applied.append(migration)
-            tries = f" after {event.attempt} attempts" if event.attempt > 1 else ""
-            steps.finish(wf.store, run_id, name, "done", detail=f"applied{tries}")
-        elif event.kind == "failed" and name:
-            steps.finish(wf.store, run_id, name, "failed", detail="failed: logs in the thread")
-        elif event.kind == "waiting_for_lock":
-            who = ", ".join(b.describe() for b in event.blockers) or "another session"
-            steps.note(wf.store, run_id, "status", f"waiting for the migration lock held by {who}")
-        wf.refresh(run_id)
-
-    try:
-        result = await deploy(env.migration_url, env.migrations_dir, lock_timeout=env.lock_timeout,
-                              statement_timeout=env.statement_timeout, retry=env.retry,
-                              advisory_lock_timeout=env.advisory_lock_timeout, on_event=on_event,
-                              should_continue=lambda: not _aborted(wf, run_id), expected=names,
-                              expected_checksums=checksums, connect_timeout=env.connect_timeout)
-    except ActionError as exc:
-        raise StepFailed(str(exc), result={"applied": applied}) from None
-    if result.failed is not None:
-        f = result.failed
-        where = f" (statement reached: {f.statement})" if f.statement else ""
-        raise StepFailed(f"migration `{f.name}` failed{where}",
-                         result={"applied": [a.name for a in result.applied], "failed_migration": f.name,
-                                 "logs": f.logs})
-    return [a.name for a in result.applied]
-
-
-async def _verify(wf: Workflow, run_id: int, env: Environment, position: int) -> str:
-    """The runbook's verification: status clean, health checks, connectivity."""
-    async with step(wf, run_id, "verify", "Verification", position) as note:
-        status = await migration_status(env.migration_url, env.migrations_dir)
-        parts = ["status clean" if status.up_to_date else "status NOT clean"]
-        parts.append(f"connectivity ok ({duration(await ping(env.database_url, timeout=env.connect_timeout))})")
-        if env.health_url:
-            check = await check_health_url(env.health_url)
-            parts.append(f"health URL {check.reason}")
-            if check.status == "fail":
-                note["detail"] = "; ".join(parts)
-                raise StepFailed("verification failed: health URL " + check.reason)
-        note["detail"] = "; ".join(parts)
-        if not status.up_to_date:
-            raise StepFailed("verification failed: migration status is not clean after applying")
-    return note["detail"]
+        return
+    result.update(outcome.to_dict())
+    if outcome.aborted:
+        done = ", ".join(outcome.applied) or "none"
+        conclude(wf, run_id, user, status=RunStatus.ABORTED, result=result,
+                 error=f"aborted on request; migrations applied before the abort: {done}")
+        return
+    result["summary"] = messages.migrate_summary(outcome.applied, outcome.duration, outcome.backup_id or "",
+                                                 outcome.verification)
+    conclude(wf, run_id, user, status=RunStatus.SUCCEEDED, result=result)
 
 
 async def _post_incident(wf: Workflow, run_id: int, result: dict[str, Any], reason: str) -> None:
@@ -359,7 +335,13 @@ async def _post_incident(wf: Workflow, run_id: int, result: dict[str, Any], reas
 
 
 async def explain_interrupted(wf: Workflow, run: Run, env: Environment) -> tuple[list[str], str]:
-    """What ``_prisma_migrations`` and the advisory lock say about a run the bot lost, and what to do."""
+    """What ``_prisma_migrations`` and the advisory lock say about a run the bot lost, and what to do.
+
+    A migration whose unfinished row belongs to a session that still holds the migration lock
+    is still running on the server (a process killed mid-file leaves its statement running, and a
+    transactional file then commits): it is reported as running in that pid, its step left
+    unknown, never as failed; `/migrate status` tells how it ended.
+    """
     plan = run.get("plan") or {}
     names = [m["name"] for m in plan.get("migrations", [])]
     try:
@@ -367,31 +349,54 @@ async def explain_interrupted(wf: Workflow, run: Run, env: Environment) -> tuple
     except ActionError as exc:
         return [f"the database could not be examined: {exc}"], "Start a new `/migrate` to continue."
     failed = {f.name: f for f in status.failed}
+    running = {r.name: r for r in status.running}
     applied = []
     for name in names:
         step_name = f"migration:{name}"
         if name in status.applied_checksums:
             applied.append(name)
             settle_step(wf, run["id"], step_name, "done", "applied (found in _prisma_migrations after the restart)")
+        elif name in running:
+            settle_step(wf, run["id"], step_name, "unknown",
+                        f"still running in pid {running[name].pid} when the bot restarted: "
+                        f"`/migrate status {env.name}` tells how it ended")
         elif name in failed:
-            settle_step(wf, run["id"], step_name, "failed", f"failed: {(failed[name].logs or '')[:300]}")
+            why = failed[name].logs or _no_outcome(failed[name])
+            settle_step(wf, run["id"], step_name, "failed", f"failed: {why[:300]}")
         else:
             settle_step(wf, run["id"], step_name, "skipped", "not started")
     run["result"] = {**(run.get("result") or {}), "applied": applied}
     facts = [f"applied: {', '.join(applied) or 'none'}"]
-    for name in failed:
-        transactional = next((m.get("transactional", True) for m in plan.get("migrations", [])
-                              if m["name"] == name), True)
-        how = ("its changes were rolled back: fix it, then `/migrate resolve {env} {name} rolled-back`"
-               if transactional else
-               "it runs outside a transaction, so part of it may be applied: finish or undo that part by "
-               "hand, then `/migrate resolve {env} {name} applied` or `rolled-back`")
-        facts.append(f"failed: {name} ({how.format(env=env.name, name=name)})")
-    not_started = [n for n in names if n not in applied and n not in failed]
+    for name, r in running.items():
+        facts.append(f"still running: {name} in pid {r.pid} (the server is still applying it; it may yet commit): "
+                     f"check `/migrate status {env.name}` once it ends, and do not resolve it before")
+    for name, f in failed.items():
+        if f.partly_applied or (f.progress is not None and f.progress.interrupted):
+            done = f.progress.describe() if f.progress else f.partly_applied
+            how = (f"it runs outside a transaction: {done}; finish or undo that part by hand, then "
+                   f"`/migrate resolve {env.name} {name} applied` or `rolled-back`")
+        elif not _transactional(plan, name):
+            how = ("it runs outside a transaction, so part of it may be applied: finish or undo that part by "
+                   f"hand, then `/migrate resolve {env.name} {name} applied` or `rolled-back`")
+        else:
+            how = f"its changes were rolled back: fix it, then `/migrate resolve {env.name} {name} rolled-back`"
+        facts.append(f"failed: {name} ({how})")
+    not_started = [n for n in names if n not in applied and n not in failed and n not in running]
     if not_started:
         facts.append(f"not started: {', '.join(not_started)}")
-    holder = await describe_holders(env.migration_url)
-    if holder:
-        facts.append(f"the migration lock is still held by {holder}: something is still running")
-    return facts, "Start a new `/migrate` to continue."
+    if not running:
+        holder = await describe_holders(env.migration_url)
+        if holder:
+            facts.append(f"the migration lock is still held by {holder}: something is still running")
+    advice = ("Start a new `/migrate` to continue." if not running else
+              f"Check `/migrate status {env.name}` after it ends, then start a new `/migrate` for what is left.")
+    return facts, advice
 
+
+def _transactional(plan: dict[str, Any], name: str) -> bool:
+    return bool(next((m.get("transactional", True) for m in plan.get("migrations", []) if m["name"] == name), True))
+
+
+def _no_outcome(f: FailedMigration) -> str:
+    return ("no outcome recorded (the process applying it stopped)"
+            + (f"; {f.progress.describe()}" if f.progress else ""))

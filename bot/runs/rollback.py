@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from actions.backup import BackupInfo, list_backups
+from actions.backup import BackupInfo, list_backups, origin_problem
 from actions.db import database_name
 from actions.errors import ActionError
 from actions.restore import CONFIRM_WORD, RestoreStep, restore, server_databases
@@ -21,8 +21,9 @@ from actions.status import migration_status
 from bot.actor import Actor, refuse, tell
 from bot.config import Environment
 from bot.render import messages
+from bot.rules.run_view import chosen_backup
 from bot.runs.controls import operable
-from bot.runs.open import end_unstarted, open_run, post_or_cancel, preparing
+from bot.runs.open import end_unstarted, new_input_version, open_run, post_or_cancel, preparing
 from bot.runs.steps import conclude
 from bot.workflow import Workflow
 from state import approvals, runs, steps
@@ -35,10 +36,12 @@ MAX_BACKUP_OPTIONS = 100  # a static select holds 100 options
 # --- restore a backup ---------------------------------------------------------------------------
 
 
-def backup_choice(info: BackupInfo) -> dict[str, Any]:
+def backup_choice(info: BackupInfo, env: Environment) -> dict[str, Any]:
+    """A backup as the menu offers it; ``origin`` says when it came from another place (shown, confirmed)."""
     return {"id": info.id, "created_at": info.created_at.isoformat(), "size_bytes": info.size_bytes,
             "last_migration": info.last_migration, "kind": info.kind,
-            "applied_migrations": list(info.applied_migrations)}
+            "applied_migrations": list(info.applied_migrations),
+            "origin": origin_problem(info, env.name, env.migration_url)}
 
 
 async def request_restore(wf: Workflow, env: Environment, actor: Actor, *, preselect: str | None = None) -> int | None:
@@ -57,7 +60,7 @@ async def request_restore(wf: Workflow, env: Environment, actor: Actor, *, prese
             end_unstarted(wf, run_id, RunStatus.CANCELLED, error="no backups")
             await tell(wf, actor, messages.no_backups(env.name))
             return None
-        choices = [backup_choice(b) for b in backups[:MAX_BACKUP_OPTIONS]]
+        choices = [backup_choice(b, env) for b in backups[:MAX_BACKUP_OPTIONS]]
         more = max(0, len(backups) - MAX_BACKUP_OPTIONS)
         runs.update(wf.store, run_id, plan={"backups": choices, "target": None, "more": more})
         if not await post_or_cancel(wf, run_id, env, actor, f"{len(backups)} verified backups"):
@@ -73,6 +76,7 @@ async def choose_backup(wf: Workflow, run_id: int, actor: Actor, backup_id: str)
     view = await operable(wf, run_id, actor)
     if view is None or view.run["kind"] != "rollback" or view.status is not RunStatus.AWAITING:
         if view is not None:
+            new_input_version(wf, run_id)  # the menu goes back to the bot's choice
             await refuse(wf, actor, "this rollback is no longer open", run=view.run)
         wf.refresh(run_id)
         return
@@ -80,6 +84,8 @@ async def choose_backup(wf: Workflow, run_id: int, actor: Actor, backup_id: str)
     plan = run["plan"]
     choice = next((c for c in plan["backups"] if c["id"] == backup_id), None)
     if choice is None:
+        new_input_version(wf, run_id)
+        wf.refresh(run_id)
         await refuse(wf, actor, f"backup {backup_id} is not one of this run's choices", run=run)
         return
     if plan.get("target") == backup_id:
@@ -136,6 +142,7 @@ async def execute(wf: Workflow, run_id: int, user: str) -> None:
     assert run is not None
     env = wf.env(run["env"])
     target = run["plan"]["target"]
+    choice = chosen_backup(run["plan"])
     order: list[str] = []
     failed_step: list[str] = []
 
@@ -159,7 +166,9 @@ async def execute(wf: Workflow, run_id: int, user: str) -> None:
         result = await restore(env.migration_url, env.backup_dir, env.name, target, confirm=CONFIRM_WORD,
                                pgbouncer_admin_url=env.pgbouncer_admin_url,
                                pgbouncer_database=database_name(env.database_url), requested_by=user,
-                               jobs=env.backup_jobs, on_step=on_step)
+                               jobs=env.backup_jobs, on_step=on_step,
+                               # another place's backup was named in the RESTORE modal the person confirmed
+                               allow_other_origin=bool(choice.get("origin")))
     except ActionError as exc:
         where = failed_step[-1] if failed_step else "verify backup"
         if where in BEFORE_SWAP:

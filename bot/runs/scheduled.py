@@ -90,6 +90,8 @@ async def fire_run(wf: Workflow, schedule_id: str) -> str:
     if row is None or row["status"] != "pending":
         return row["status"] if row else "missing"
     run = runs.get(wf.store, row["run_id"])
+    if run is not None and run["status"] in (RunStatus.AWAITING, RunStatus.RUNNING):
+        return "firing"  # another firing of this start (a new leader's, a retried job) moved it first
     if run is None or run["status"] != RunStatus.SCHEDULED:
         status = run["status"] if run else "gone"
         schedules.finish(wf.store, schedule_id, "cancelled", f"the run is {status}")
@@ -144,3 +146,30 @@ async def restore_run_starts(wf: Workflow, *, grace: float = MISSED_GRACE, now: 
             wf.spawn(fire_run(wf, row["id"]), f"fire-{row['id']}")
         else:
             _add_job(wf, row["id"], at)
+
+
+async def sync_run_starts(wf: Workflow, *, grace: float = MISSED_GRACE, now: datetime | None = None) -> int:
+    """On the leader, every heartbeat: give its scheduler the run starts another replica scheduled.
+
+    A `/migrate ENV at TIME` that reached a follower is only a ``pending`` row (a follower runs
+    no scheduler); this makes its job here. Starts that already have a job, or are firing in
+    this process, are left alone. Returns how many were picked up.
+    """
+    sched = wf.scheduler
+    if sched is None or not sched.running:
+        return 0
+    now = now or datetime.now(UTC)
+    picked = 0
+    for row in schedules.pending_run_starts(wf.store):
+        if sched.get_job(scheduler.run_start_job_id(row["id"])) or wf.busy(f"fire-{row['id']}"):
+            continue
+        picked += 1
+        at = datetime.fromisoformat(row["run_at"])
+        late = (now - at).total_seconds()
+        if late > grace:
+            await expire_missed(wf, row["id"], late)
+        elif late >= 0:
+            wf.spawn(fire_run(wf, row["id"]), f"fire-{row['id']}")
+        else:
+            _add_job(wf, row["id"], at)
+    return picked

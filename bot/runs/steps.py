@@ -6,27 +6,23 @@
 
 An :class:`~actions.errors.ActionError` inside marks the step failed and becomes
 :class:`StepFailed`, which the executor turns into a failed run with that sentence.
+:class:`StateRecorder` hands the same steps to the procedures of ``actions/procedure.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from actions.backup import BackupProgress, take_backup
 from actions.errors import ActionError
+from actions.procedure import StepFailed, verified_backup
 from bot.config import Environment
-from bot.render import messages
 from bot.workflow import Workflow
 from state import runs, steps
 from state.runs import RunStatus
 
-
-class StepFailed(Exception):
-    def __init__(self, message: str, *, result: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.result = result or {}
+__all__ = ["StateRecorder", "StepFailed", "backup_first", "conclude", "settle_step", "skip_rest", "step"]
 
 
 @asynccontextmanager
@@ -67,25 +63,42 @@ def conclude(wf: Workflow, run_id: int, user: str, *, status: RunStatus, result:
     wf.audit(user, action or str(status), run=run, detail=error or result.get("summary", ""))
     wf.executing.pop(run_id, None)
     wf.refresh(run_id)
+    wf.spawn(wf.note_delays(run_id), f"delay-note-{run_id}")  # the closing note: 429s seen and retried
+
+
+class StateRecorder:
+    """A procedure's steps written to the run's state and shown live in its message."""
+
+    def __init__(self, wf: Workflow, run_id: int) -> None:
+        self.wf, self.run_id = wf, run_id
+
+    def plan(self, planned: list[tuple[str, str]]) -> None:
+        for position, (name, label) in enumerate(planned):
+            steps.plan(self.wf.store, self.run_id, name, label, position=position)
+        self.wf.refresh(self.run_id)
+
+    def step(self, name: str, label: str, position: int) -> AbstractAsyncContextManager[dict[str, str]]:
+        return step(self.wf, self.run_id, name, label, position)
+
+    def start(self, name: str, label: str, position: int) -> None:
+        steps.start(self.wf.store, self.run_id, name, label, position=position)
+        runs.update(self.wf.store, self.run_id, current_step=name)
+        self.wf.refresh(self.run_id)
+
+    def finish(self, name: str, status: str, detail: str = "") -> None:
+        steps.finish(self.wf.store, self.run_id, name, status, detail=detail)
+        self.wf.refresh(self.run_id)
+
+    def note(self, name: str, detail: str) -> None:
+        steps.note(self.wf.store, self.run_id, name, detail)
+        self.wf.refresh(self.run_id)
 
 
 async def backup_first(wf: Workflow, run_id: int, env: Environment, user: str, position: int, reason: str) -> str:
     """A verified backup before any schema change (shared by every executor that changes the schema)."""
-    async with step(wf, run_id, "backup", "Backup (pg_dump)", position) as note:
-        def progress(p: BackupProgress) -> None:
-            steps.note(wf.store, run_id, "backup", messages.backup_progress(p.bytes_written, p.elapsed))
-            wf.refresh(run_id)
-
-        try:
-            info = await take_backup(env.migration_url, env.backup_dir, env.name, reason=reason, requested_by=user,
-                                     jobs=env.backup_jobs, free_margin=env.backup_free_margin, on_progress=progress)
-        except ActionError as exc:
-            raise StepFailed(f"backup failed, so nothing was changed: {exc}") from None
-        if not info.verified:
-            raise StepFailed(f"backup {info.id} did not verify, so nothing was changed")
-        runs.update(wf.store, run_id, backup_id=info.id)
-        note["detail"] = messages.backup_done(info.id, info.size_bytes)
-    return info.id
+    backup_id = await verified_backup(env, StateRecorder(wf, run_id), position, reason=reason, requested_by=user)
+    runs.update(wf.store, run_id, backup_id=backup_id)
+    return backup_id
 
 
 def settle_step(wf: Workflow, run_id: int, name: str, status: str, detail: str) -> None:
