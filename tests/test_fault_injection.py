@@ -653,6 +653,12 @@ async def test_serve_killed_while_a_migration_runs_says_still_running_never_fail
             assert "failed" not in text.lower().replace("not failed", ""), text
             assert "rolled back" not in text
             await wait_until_gone(pg_server.admin_url, pid)
+            # the restarted bot looks again and says, in the step and the thread, how it ended
+            await wait_for(lambda: "it then ended: applied" in s2.text_of(s2.slack.message(CHANNEL, ts)),  # type: ignore[arg-type]
+                           timeout=30)
+            await s2.settle()
+            said = [m.text for m in s2.slack.message(CHANNEL, ts).replies]  # type: ignore[union-attr]
+            assert any("20240102000000_slow" in t and "it then ended: applied" in t for t in said), said
             # the killed bot's migration committed on the server: applied once, and status says so
             counts = await finished_rows(staging_url)
             assert counts == {"20240101000000_init": 1, "20240102000000_slow": 1}

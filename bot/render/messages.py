@@ -321,6 +321,11 @@ def interrupted(run_id: int, error: str) -> tuple[str, Blocks]:
     return _said(f":warning: Run #{run_id} was interrupted by a restart: {bk.stored(error)}")
 
 
+def followed_up(run_id: int, name: str, detail: str, env: str) -> tuple[str, Blocks]:
+    return _said(f":mag: Run #{run_id}: `{bk.esc(name)}` was {bk.stored(detail)}. "
+                 f"`/migrate {env}` continues with what is left.")
+
+
 def scheduled_start(run_id: int) -> tuple[str, Blocks]:
     return _said(f":alarm_clock: Scheduled start: run #{run_id} is starting now.")
 

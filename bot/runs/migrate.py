@@ -40,7 +40,7 @@ from bot.runs.findings import note_rehearsal, post_findings
 from bot.runs.open import end_unstarted, new_input_version, open_run, post_or_cancel, preparing
 from bot.runs.steps import StateRecorder, StepFailed, conclude, settle_step
 from bot.workflow import Workflow
-from state import locks, runs, ticks
+from state import locks, runs, steps, ticks
 from state.runs import Run, RunStatus
 
 log = logging.getLogger(__name__)
@@ -389,8 +389,52 @@ async def explain_interrupted(wf: Workflow, run: Run, env: Environment) -> tuple
         if holder:
             facts.append(f"the migration lock is still held by {holder}: something is still running")
     advice = ("Start a new `/migrate` to continue." if not running else
-              f"Check `/migrate status {env.name}` after it ends, then start a new `/migrate` for what is left.")
+              f"Check `/migrate status {env.name}` after it ends, then start a new `/migrate` for what is left. "
+              "The bot looks again until it ends and says in the thread how it ended.")
+    if running:
+        wf.spawn(follow_still_running(wf, run["id"], env, {n: r.pid for n, r in running.items()}), "follow-up")
     return facts, advice
+
+
+FOLLOW_UP_EVERY = 3.0  # seconds between looks at a migration the server was still applying
+FOLLOW_UP_FOR = 12 * 3600.0  # a migration still running after this is left to `/migrate status`
+
+
+async def follow_still_running(wf: Workflow, run_id: int, env: Environment, pids: dict[str, int]) -> None:
+    """Look again until each migration the server was still applying has ended; say how it ended.
+
+    The interrupted run said "still running in pid N": that was true, and it must not stay the
+    last word once the server has committed (or failed) the file. Each outcome goes in the
+    migration's step and in the thread.
+    """
+    deadline = time.monotonic() + FOLLOW_UP_FOR
+    left = dict(pids)
+    while left and time.monotonic() < deadline:
+        await asyncio.sleep(FOLLOW_UP_EVERY)
+        try:
+            status = await migration_status(env.migration_url, env.migrations_dir)
+        except ActionError as exc:
+            log.info("follow-up of run %s: the database could not be examined: %s", run_id, exc)
+            continue
+        still = {r.name for r in status.running}
+        failed = {f.name: f for f in status.failed}
+        for name, pid in list(left.items()):
+            if name in still:
+                continue
+            was = f"still running in pid {pid} when the bot restarted; it then ended:"
+            if name in status.applied_checksums:
+                state, detail = "done", f"{was} applied"
+            elif name in failed:
+                why = failed[name].logs or _no_outcome(failed[name])
+                state, detail = "failed", f"{was} failed: {why[:300]}"
+            else:
+                state, detail = "unknown", f"{was} no row in `_prisma_migrations` says how"
+            steps.finish(wf.store, run_id, f"migration:{name}", state, detail=detail)
+            del left[name]
+            run = runs.get(wf.store, run_id)
+            if run is not None:
+                await wf.reply(run, *messages.followed_up(run_id, name, detail, env.name))
+        wf.refresh(run_id)
 
 
 def _transactional(plan: dict[str, Any], name: str) -> bool:
