@@ -118,8 +118,8 @@ class BlockerWatch:
             self._conn = await connect(self.url, timeout=self.timeout, application_name="migrabot-watch")
         return self._conn
 
-    async def _poll(self, pid: int) -> None:
-        while True:
+    async def _poll(self, pid: int, stop: asyncio.Event) -> None:
+        while not stop.is_set():
             await asyncio.sleep(self.interval)
             try:
                 conn = await self._connection()
@@ -135,13 +135,19 @@ class BlockerWatch:
     @contextlib.asynccontextmanager
     async def watching(self, pid: int):  # type: ignore[no-untyped-def]
         self.last = []
-        task = asyncio.create_task(self._poll(pid))
+        stop = asyncio.Event()
+        task = asyncio.create_task(self._poll(pid, stop))
         try:
             yield self
         finally:
+            stop.set()
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # On 3.11 wait_for can swallow a cancellation that lands as its inner call finishes
+            # (python/cpython#86296, fixed in 3.12): the poll would go on and awaiting it would
+            # hang the migration's end. The flag ends the loop then; the wait is bounded anyway.
+            await asyncio.wait({task}, timeout=self.timeout + self.interval + 1)
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
     async def fallback(self, exclude: list[int]) -> list[Blocker]:
         """Lock holders on this database's tables, other than ``exclude`` and the watch itself."""

@@ -35,13 +35,26 @@ def replace_database(url: str, dbname: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
 
 
-async def _answers(url: str) -> bool:
-    try:
-        conn = await asyncpg.connect(url, timeout=3)
-    except (TimeoutError, OSError, asyncpg.PostgresError):
-        return False
-    await conn.close()
-    return True
+async def _answers(url: str, patience: float = 30.0) -> bool:
+    """Whether the server at ``url`` takes a connection.
+
+    Nothing listening answers at once (no server: use the embedded one); a server that is
+    there but slow or full (a loaded machine, "too many clients") is given ``patience``
+    seconds, so a busy moment never silently swaps the machine's server for the embedded one.
+    """
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        try:
+            conn = await asyncpg.connect(url, timeout=5)
+        except ConnectionRefusedError:
+            return False
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(1)
+            continue
+        await conn.close()
+        return True
 
 
 _embedded = None
