@@ -38,6 +38,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from actions.backup import take_backup
+from actions.db import database_name
 from bot.cli import main
 from bot.runs.recovery import recover
 from tests import pgserver, test_migrate_restart
@@ -665,3 +667,38 @@ async def test_serve_killed_while_a_migration_runs_says_still_running_never_fail
             assert "20240103000000_more" not in counts  # never re-run or continued by the restart
             status = await query(staging_url, "SELECT count(*) AS n FROM _prisma_migrations WHERE finished_at IS NULL")
             assert status[0]["n"] == 0
+
+
+async def test_serve_killed_while_restoring_drops_the_half_restored_copy_on_restart(
+        tmp_path: Path, pg_server: pgserver.Server, database: str, prod_database: str) -> None:
+    """`/rollback staging` killed at the verify step (its copy filled): the restart says so and drops the copy."""
+    staging_url = pg_server.url_for(database)
+    await query(staging_url, "CREATE TABLE kept (id int)")
+    await query(staging_url, "INSERT INTO kept VALUES (1), (2)")
+    async with served_bot(tmp_path, staging_url, pg_server.url_for(prod_database),
+                          extra_env={"MIGRABOT_FAULT_POINT": "restore.verify"}) as b:
+        chosen = await take_backup(staging_url, tmp_path / "backups", "staging", reason="test", requested_by="test")
+        await b.driver.slash(ALICE, "/rollback", "staging", CHANNEL)
+        await wait_for(lambda: b.slack.messages(CHANNEL)
+                       and "choose_backup" in str(b.slack.messages(CHANNEL)[0].blocks), timeout=60)
+        ts = b.slack.messages(CHANNEL)[0].ts
+        await b.driver.select(ALICE, CHANNEL, ts, "choose_backup", chosen.id)
+        await wait_for(lambda: "'action_id': 'run'" in str(b.slack.message(CHANNEL, ts).blocks),  # type: ignore[union-attr]
+                       timeout=60)
+        await b.driver.click(ALICE, CHANNEL, ts, "run")
+        await wait_for(lambda: b.slack.open_views(ALICE), timeout=30)
+        (view,) = b.slack.open_views(ALICE)
+        await b.driver.submit_view(ALICE, view.id, {"confirm_input": {"value": "RESTORE"}})
+        await asyncio.wait_for(b.proc.wait(), timeout=90)  # SIGKILLed by the fault point
+        db = database_name(staging_url)
+        copies = [d for d in await databases_like(pg_server.admin_url, db) if "__restore_" in d]
+        assert copies, "the restore was killed before it filled its copy"
+        async with bot_stack(b.config) as s2:
+            s2.slack._channel_msgs, s2.slack._by_ts = b.slack._channel_msgs, b.slack._by_ts
+            await s2.wf.run(recover(s2.wf))
+            await s2.settle()
+            text = s2.text_of(s2.slack.message(CHANNEL, ts))  # type: ignore[arg-type]
+        assert f"dropped {copies[0]}" in text and "interrupted" in text.lower(), text
+        assert [d for d in await databases_like(pg_server.admin_url, db) if "__restore_" in d] == []
+        rows = await query(staging_url, "SELECT count(*) AS n FROM kept")
+        assert rows[0]["n"] == 2  # the original, untouched, under its own name

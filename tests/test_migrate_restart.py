@@ -50,7 +50,8 @@ class Served:
 
 
 @asynccontextmanager
-async def served_bot(tmp_path: Path, staging_url: str, prod_url: str) -> AsyncIterator[Served]:
+async def served_bot(tmp_path: Path, staging_url: str, prod_url: str,
+                     extra_env: dict[str, str] | None = None) -> AsyncIterator[Served]:
     write_migrations(tmp_path / "migrations", MIGRATIONS)
     config = make_config(tmp_path, staging_url, prod_url)
     config_file = tmp_path / "migrabot.toml"
@@ -62,7 +63,7 @@ async def served_bot(tmp_path: Path, staging_url: str, prod_url: str) -> AsyncIt
     base_url = await slack.start()
     port = free_port()
     env = {**os.environ, "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": SECRET,
-           "MIGRABOT_SLACK_API_URL": base_url}
+           "MIGRABOT_SLACK_API_URL": base_url, **(extra_env or {})}
     log = (tmp_path / "serve.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "serve", "--http", "--host", "127.0.0.1", "--port", str(port),

@@ -16,7 +16,7 @@ from typing import Any
 from actions.backup import BackupInfo, list_backups, origin_problem
 from actions.db import database_name
 from actions.errors import ActionError
-from actions.restore import CONFIRM_WORD, RestoreStep, restore, server_databases
+from actions.restore import CONFIRM_WORD, RestoreStep, clean_up, restore, server_databases
 from actions.status import migration_status
 from bot.actor import Actor, refuse, tell
 from bot.config import Environment
@@ -205,9 +205,19 @@ async def explain_interrupted(wf: Workflow, run: Run, env: Environment) -> tuple
     facts = [f"database {dbs.database} {'exists' if dbs.exists else 'DOES NOT EXIST'}"]
     if dbs.previous:
         facts.append(f"databases kept by restores (newest first): {', '.join(dbs.previous)}")
-    if dbs.half_restored:
-        facts.append(f"copies a restore was filling (not in use; safe to drop once checked): "
+    if dbs.half_restored and not dbs.exists:
+        facts.append(f"copies a restore was filling (not in use; check them before dropping): "
                      f"{', '.join(dbs.half_restored)}")
+    elif dbs.half_restored:
+        # scratch copies are dropped on every path, a crash included: here, on the next start
+        # (never while the database itself is missing: then a person decides which copy is which)
+        try:
+            done = await clean_up(env.migration_url, env.name)
+        except ActionError as exc:
+            facts.append(f"copies a restore was filling: {', '.join(dbs.half_restored)}; they could not be "
+                         f"dropped now ({exc}): `migrabot restore {env.name} --clean-up` drops them")
+        else:
+            facts.extend(done)
     if not dbs.exists and dbs.previous:
         facts.append(f"if the swap stopped half-way, {dbs.previous[0]} holds the data from before the restore")
     return facts, advice
