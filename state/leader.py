@@ -95,4 +95,11 @@ class Lease:
 
     def release(self) -> None:
         """Give the lease up (a clean stop): another replica leads at its next heartbeat."""
+        if self.held and self._conn is not None and not self._conn.closed and not self._conn.broken:
+            # Closing the session frees the lock only once the server's backend has exited, a moment
+            # after close() returns; unlocking first makes the hand-over done when this returns.
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", [LEADER_KEY])
+            except Exception:  # the session is gone already, and its lock with it
+                pass
         self._drop()
