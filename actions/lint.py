@@ -18,9 +18,11 @@ The runbook ("Zero-Downtime Migration Strategy") sorts operations into:
 A migration is risky when one of its findings is risky; the report is "zero-downtime safe"
 when no migration is. Each finding carries the runbook's alternative (``advice``).
 
-How: squawk (``squawk --reporter json`` on all files at once, one process per report) finds
-the operations; its rule ids map to the runbook's categories in :data:`RULES`. migrabot adds
-what squawk does not know:
+How: squawk (``squawk --reporter json`` on all files at once, one process per report, reading
+them where they are, told to skip the excluded rules it knows) finds the operations; its rule ids
+map to the runbook's categories in :data:`RULES`. It runs while migrabot reads and splits the files
+(:mod:`actions.squawk`; ``migrabot lint DIR`` starts it before reading its configuration). migrabot
+adds what squawk does not know:
 
 * an index or constraint on a table **created in the same migration** is not risky (the
   table is new and empty; Prisma's init migrations consist of exactly that), nor is
@@ -48,21 +50,34 @@ because on Prisma-generated SQL they only add noise and are not about downtime:
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from actions.errors import ActionError
 from actions.sqlsplit import Statement, split_sql, statement_non_transactional_reason
+from actions.squawk import SQUAWK_TIMEOUT, SquawkRun, migration_files, run_squawk, squawk_binary
+
+__all__ = [
+    "DEFAULT_EXCLUDE",
+    "RULES",
+    "SQUAWK_TIMEOUT",
+    "Finding",
+    "LintReport",
+    "MigrationLint",
+    "lint_folder",
+    "lint_migrations",
+    "lint_sql",
+    "migration_files",
+    "run_squawk",
+    "squawk_binary",
+]
+
 
 DEFAULT_EXCLUDE: tuple[str, ...] = (
     "prefer-robust-stmts",
@@ -77,7 +92,6 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
     "require-lock-timeout",
     "require-statement-timeout",
 )
-SQUAWK_TIMEOUT = 60.0
 STATEMENT_CHARS = 200
 
 # --- the runbook's advice -----------------------------------------------------------------------
@@ -204,46 +218,6 @@ class LintReport:
                 "migrations": [m.to_dict() for m in self.migrations]}
 
 
-# --- squawk ------------------------------------------------------------------------------------
-
-
-def squawk_binary() -> str:
-    """The squawk executable: next to this Python (the venv) first, then on PATH."""
-    here = Path(sys.executable).parent / ("squawk.exe" if os.name == "nt" else "squawk")
-    if here.exists():
-        return str(here)
-    found = shutil.which("squawk")
-    if found:
-        return found
-    raise ActionError("squawk is not installed: run `pip install squawk-cli` in migrabot's environment")
-
-
-def run_squawk(paths: list[Path], *, timeout: float = SQUAWK_TIMEOUT) -> list[dict[str, Any]]:
-    """squawk's JSON findings for ``paths`` (one process for all of them), excluding nothing."""
-    if not paths:
-        return []
-    cmd = [squawk_binary(), "--reporter", "json", *map(str, paths)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise ActionError(f"squawk did not finish linting {len(paths)} file(s) within {timeout:g}s: "
-                          "lint fewer migrations at once") from None
-    except OSError as exc:
-        raise ActionError(f"squawk could not run ({exc.strerror or exc}): reinstall it with "
-                          "`pip install squawk-cli`") from None
-    out = done.stdout.strip()
-    # squawk exits 1 when it finds something; anything else without JSON is a real failure
-    try:
-        data = json.loads(out or "[]")
-    except json.JSONDecodeError:
-        detail = (done.stderr or out).strip().splitlines()
-        raise ActionError(f"squawk failed (exit {done.returncode}): {detail[-1] if detail else 'no output'}; "
-                          "check that `squawk --version` works") from None
-    if not isinstance(data, list):
-        raise ActionError("squawk's JSON output was not a list of findings: upgrade squawk-cli (>= 2.0)")
-    return data
-
-
 # --- our own statement-level view ---------------------------------------------------------------
 
 _NAME = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
@@ -304,24 +278,31 @@ def _statement_at(statements: list[Statement], line: int) -> Statement | None:
     return found
 
 
-def _notes(statements: list[Statement]) -> list[str]:
-    notes = []
+_VALIDATE = re.compile(r"\bVALIDATE\s+CONSTRAINT\b", re.I)
+_NOT_VALID = re.compile(r"\bNOT\s+VALID\b", re.I)
+_ADD = re.compile(r"\bADD\s+(?:COLUMN\s+)?", re.I)
+_NOT_NULLABLE = re.compile(r"\bNOT\s+NULL\b|\bCONSTRAINT\b|\bPRIMARY\b|\bUNIQUE\b|\bCHECK\b|\bFOREIGN\b", re.I)
+
+
+def _notes(statements: list[Statement]) -> tuple[list[str], set[str]]:
+    """The safe operations recognised, and the tables the migration creates."""
+    notes, new_tables = [], set()
     for st in statements:
         text = st.text
         if m := _CREATE_TABLE.match(text):
-            notes.append(f'new table "{_ident(m.group("t"))}"')
+            new_tables.add(table := _ident(m.group("t")))
+            notes.append(f'new table "{table}"')
         elif (m := _CREATE_INDEX.match(text)) and m.group("c"):
             notes.append(f'index built CONCURRENTLY on "{_ident(m.group("t"))}"')
         elif m := _ALTER_TABLE.match(text):
             rest = text[m.end():]
-            if re.search(r"\bVALIDATE\s+CONSTRAINT\b", rest, re.I):
+            if _VALIDATE.search(rest):
                 notes.append(f'constraint validated on "{_ident(m.group("t"))}" (no write lock)')
-            elif re.search(r"\bNOT\s+VALID\b", rest, re.I):
+            elif _NOT_VALID.search(rest):
                 notes.append(f'constraint added NOT VALID on "{_ident(m.group("t"))}"')
-            elif re.search(r"\bADD\s+(?:COLUMN\s+)?", rest, re.I) and not re.search(
-                    r"\bNOT\s+NULL\b|\bCONSTRAINT\b|\bPRIMARY\b|\bUNIQUE\b|\bCHECK\b|\bFOREIGN\b", rest, re.I):
+            elif _ADD.search(rest) and not _NOT_NULLABLE.search(rest):
                 notes.append(f'nullable column added to "{_ident(m.group("t"))}"')
-    return notes
+    return notes, new_tables
 
 
 def _own_findings(statements: list[Statement]) -> list[tuple[str, str, Statement]]:
@@ -348,21 +329,32 @@ def _own_findings(statements: list[Statement]) -> list[tuple[str, str, Statement
     return out
 
 
+_CONCURRENTLY = re.compile(r"\bCONCURRENTLY\b", re.I)
+
+
 def _concurrently_not_alone(statements: list[Statement]) -> list[Statement]:
     if len(statements) < 2:
         return []
-    return [st for st in statements if statement_non_transactional_reason(st.text) and re.search(
-        r"\bCONCURRENTLY\b", st.text, re.I)]
-
+    return [st for st in statements if _CONCURRENTLY.search(st.text) and statement_non_transactional_reason(st.text)]
 
 # --- linting ----------------------------------------------------------------------------------
 
 
-def _lint_one(name: str, sql: str, raw: list[dict[str, Any]], exclude: set[str],
-              statements: list[Statement] | None = None) -> MigrationLint:
-    statements = split_sql(sql) if statements is None else statements
-    new_tables = {_ident(m.group("t")) for st in statements if (m := _CREATE_TABLE.match(st.text))}
-    result = MigrationLint(name, notes=_notes(statements))
+class _Prepared:
+    """What migrabot knows of one file before squawk answers (worked out while squawk runs)."""
+
+    __slots__ = ("new_tables", "not_alone", "notes", "statements")
+
+    def __init__(self, sql: str) -> None:
+        self.statements = split_sql(sql)
+        self.notes, self.new_tables = _notes(self.statements)
+        # most files have no CONCURRENTLY at all: one look at the whole text instead of one per statement
+        self.not_alone = _concurrently_not_alone(self.statements) if _CONCURRENTLY.search(sql) else []
+
+
+def _lint_one(name: str, prepared: _Prepared, raw: list[dict[str, Any]], exclude: set[str]) -> MigrationLint:
+    statements, new_tables = prepared.statements, prepared.new_tables
+    result = MigrationLint(name, notes=list(prepared.notes))
     seen: set[tuple[str, int]] = set()
 
     def add(rule_id: str, message: str, line: int, help_text: str | None = None, own: bool = False) -> None:
@@ -399,7 +391,7 @@ def _lint_one(name: str, sql: str, raw: list[dict[str, Any]], exclude: set[str],
     if syntax_error:
         for rule_id, message, st in _own_findings(statements):
             add(rule_id, message, st.line, own=True)
-    for st in _concurrently_not_alone(statements):
+    for st in prepared.not_alone:
         add("ban-concurrent-index-creation-in-transaction",
             "CONCURRENTLY cannot run inside a transaction, and this file has other statements.", st.line, own=True)
     result.findings.sort(key=lambda f: (f.line, not f.risky))
@@ -419,29 +411,42 @@ def lint_migrations(items: Iterable[tuple[str, str]] | Path, *, exclude: Iterabl
     return _lint([(name, sql, None) for name, sql in items], set(exclude), timeout)
 
 
-def _lint(items: list[tuple[str, str, Path | None]], excluded: set[str], timeout: float,
-          in_place: Future[list[dict[str, Any]]] | None = None) -> LintReport:
-    """``(name, sql, file)`` triples: squawk reads each ``file`` where it is (``in_place``: its findings
-    for those files, already under way); SQL without a file goes to a temporary copy. Our statement
-    split is done while squawk runs, not after it."""
-    with tempfile.TemporaryDirectory(prefix="migrabot-lint-") as tmp, ThreadPoolExecutor(max_workers=1) as pool:
-        paths, copies = [], []
-        for i, (_, sql, file) in enumerate(items):
-            if file is None or in_place is not None:
-                if file is None:
-                    file = Path(tmp) / f"{i:05d}.sql"
-                    file.write_text(sql, encoding="utf-8")
-                    copies.append(file)
-            paths.append(file)
-        wanted = copies if in_place is not None else paths
-        squawked = pool.submit(run_squawk, wanted, timeout=timeout)
-        statements = [split_sql(sql) for _, sql, _ in items]
-        raw = squawked.result() + (in_place.result() if in_place is not None else [])
+def _usable(run: SquawkRun | None, excluded: set[str]) -> bool:
+    """A run started before the exclusions were known is usable when it skipped none of the rules wanted."""
+    return run is not None and set(run.skipped) <= excluded
+
+
+def _lint(items: list[tuple[str, str, str | None]], excluded: set[str], timeout: float,
+          in_place: SquawkRun | None = None) -> LintReport:
+    """``(name, sql, file)`` triples. ``in_place``: squawk already under way on every ``file`` where it is;
+    SQL without a file (or with a file when there is no such run) goes to squawk from a temporary copy.
+    Our own work on each file (statements, new tables, notes) is done while squawk runs, not after it."""
+    runs: list[SquawkRun] = []
+    if in_place is not None:
+        runs.append(in_place)
+    tmp = None
+    try:
+        paths = [file for _, _, file in items]
+        copies = [i for i, path in enumerate(paths) if path is None or in_place is None]
+        if copies:
+            tmp = tempfile.mkdtemp(prefix="migrabot-lint-")
+            for i in copies:
+                copy = paths[i] = os.path.join(tmp, f"{i:05d}.sql")
+                with open(copy, "w", encoding="utf-8") as f:
+                    f.write(items[i][1])
+            runs.append(SquawkRun([paths[i] or "" for i in copies], exclude=excluded, timeout=timeout))
+        prepared = [_Prepared(sql) for _, sql, _ in items]
+        raw = [item for run in runs for item in run.result()]
+    finally:
+        for run in runs:
+            run.cancel()  # a no-op once it ended; after a failure here, squawk is not left running
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     by_file: dict[str, list[dict[str, Any]]] = {}
     for item in raw:
         by_file.setdefault(str(item.get("file", "")), []).append(item)
-    return LintReport([_lint_one(name, sql, by_file.get(str(path), []), excluded, split)
-                       for (name, sql, _), path, split in zip(items, paths, statements, strict=True)])
+    return LintReport([_lint_one(name, prep, by_file.get(path or "", []), excluded)
+                       for (name, _, _), path, prep in zip(items, paths, prepared, strict=True)])
 
 
 def lint_sql(name: str, sql: str, *, exclude: Iterable[str] = DEFAULT_EXCLUDE) -> MigrationLint:
@@ -449,22 +454,46 @@ def lint_sql(name: str, sql: str, *, exclude: Iterable[str] = DEFAULT_EXCLUDE) -
     return lint_migrations([(name, sql)], exclude=exclude).migrations[0]
 
 
+def migration_paths(migrations_dir: str | os.PathLike[str], names: list[str]) -> list[str]:
+    """``<dir>/<name>/migration.sql`` for each name: the paths squawk is given (and reports findings for)."""
+    root = os.fspath(migrations_dir)
+    return [os.path.join(root, name, "migration.sql") for name in names]
+
+
+def start_squawk(migrations_dir: Path, names: list[str] | None = None, exclude: Iterable[str] = DEFAULT_EXCLUDE,
+                 *, timeout: float = SQUAWK_TIMEOUT) -> SquawkRun:
+    """squawk started on a folder's migrations, to hand to :func:`lint_folder` (``squawk=``) once the
+    caller knows the rest: it runs while the caller reads its configuration."""
+    names = migration_files(migrations_dir) if names is None else names
+    return SquawkRun(migration_paths(migrations_dir, names), exclude=exclude, timeout=timeout)
+
+
 def lint_folder(migrations_dir: Path, names: list[str] | None = None, exclude: Iterable[str] = DEFAULT_EXCLUDE,
-                *, timeout: float = SQUAWK_TIMEOUT) -> LintReport:
-    """Lint ``<dir>/<name>/migration.sql`` for ``names`` (default: every migration folder, in order)."""
+                *, timeout: float = SQUAWK_TIMEOUT, squawk: SquawkRun | None = None) -> LintReport:
+    """Lint ``<dir>/<name>/migration.sql`` for ``names`` (default: every migration folder, in order).
+
+    ``squawk``: a run :func:`start_squawk` started on these files; used when it skipped no rule that
+    ``exclude`` wants (else squawk runs again)."""
     migrations_dir = Path(migrations_dir)
     if not migrations_dir.is_dir():
+        if squawk is not None:
+            squawk.cancel()
         raise ActionError(f"{migrations_dir} is not a directory: point migrations_dir at prisma/migrations")
     if names is None:
-        names = sorted(p.name for p in migrations_dir.iterdir() if (p / "migration.sql").is_file())
-    files = [migrations_dir / name / "migration.sql" for name in names]
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # squawk reads the files where they are (no copy of a thousand files), started before we read them
-        in_place = pool.submit(run_squawk, files, timeout=timeout)
-        items: list[tuple[str, str, Path | None]] = []
+        names = migration_files(migrations_dir)
+    excluded = set(exclude)
+    files = migration_paths(migrations_dir, names)
+    if squawk is not None and not (_usable(squawk, excluded) and squawk.paths == files):
+        squawk.cancel()
+        squawk = None
+    # squawk reads the files where they are (no copy of a thousand files), started before we read them
+    in_place = squawk if squawk is not None else SquawkRun(files, exclude=excluded, timeout=timeout)
+    try:
+        items: list[tuple[str, str, str | None]] = []
         for name, path in zip(names, files, strict=True):
             try:
-                data = path.read_bytes()
+                with open(path, "rb") as f:
+                    data = f.read()
             except OSError as exc:
                 raise ActionError(f"cannot read {path} ({exc.strerror or exc}): check the migrations folder") from None
             # utf-8-sig: a byte order mark is not SQL (migrations_dir drops it before running, too); such a
@@ -472,4 +501,7 @@ def lint_folder(migrations_dir: Path, names: list[str] | None = None, exclude: I
             text = data.decode("utf-8-sig", errors="replace")
             plain = not data.startswith(codecs.BOM_UTF8) and text.encode("utf-8") == data
             items.append((name, text, path if plain else None))
-        return _lint(items, set(exclude), timeout, in_place)
+    except BaseException:
+        in_place.cancel()
+        raise
+    return _lint(items, excluded, timeout, in_place)

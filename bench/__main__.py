@@ -3,7 +3,7 @@
 Each prints its figures as ratios against a baseline measured in the same run; the
 figures recorded for this repository are in ``bench/RESULTS.md``. Each benchmark also
 runs alone: ``python -m bench.engine``, ``python -m bench.backup``, ``python -m bench.ack``,
-``python -m bench.startup``, ``python -m bench.plan``.
+``python -m bench.startup``, ``python -m bench.plan``, ``python -m bench.lint``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ BENCHMARKS = {
     "drift": ([], ["--tables", "100", "--runs", "1"]),
     "rehearsal": ([], ["--size-mb", "50"]),
     "replicas": ([], ["--rounds", "1", "--lease", "3"]),
+    "lint": ([], ["--rounds", "5", "--counts", "1000"]),
 }
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from actions.errors import ActionError
 from actions.lint import DEFAULT_EXCLUDE, lint_folder, lint_migrations, lint_sql
-from bot.cli import main
+from actions.squawk import SquawkRun
+from bot.cli import ALONE, CONFIG_FILE, build_parser, command_word, main
+from bot.config import DEFAULT_CONFIG_PATH
 
 # One migration per item of the runbook's "Risky Operations" list (and the index/constraint items
 # its safe list implies), on an existing table "users".
@@ -157,3 +163,66 @@ def test_cli_lint_environment_lints_its_pending_migrations(tmp_path: Path, datab
         ("20240101000000_init", "safe"), ("20240102000000_drop", "risky")]
     assert main(["lint", "nowhere", "--config", str(config)]) == 2
     assert "unknown environment" in capsys.readouterr().err
+
+
+def _folder(root: Path, migrations: dict[str, str]) -> Path:
+    for name, sql in migrations.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "migration.sql").write_text(sql)
+    return root
+
+
+def test_cli_lint_folder_follows_the_configurations_lint_exclude(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """squawk starts with the default exclusions before the configuration is read; a configuration that
+    wants one of those rules back gets squawk run again (its findings are not lost)."""
+    folder = _folder(tmp_path / "migrations", {"1_add": "ALTER TABLE users ADD COLUMN display_name VARCHAR(255);"})
+    config = tmp_path / "migrabot.toml"
+    config.write_text(f'[environments.dev]\ndatabase_url = "postgresql://nobody@127.0.0.1:1/none"\n'
+                      f'migrations_dir = "{folder}"\n\n[lint]\nexclude = ["prefer-robust-stmts"]\n')
+    assert main(["lint", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["migrations"][0]["findings"] == []
+    main(["lint", str(folder), "--json", "--config", str(config)])
+    rules = {f["rule"] for f in json.loads(capsys.readouterr().out)["migrations"][0]["findings"]}
+    assert "prefer-text-field" in rules and "prefer-robust-stmts" not in rules
+
+
+def test_cli_lint_folder_loads_neither_asyncio_nor_the_configuration_when_there_is_none(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "migrations", {"1_init": "CREATE TABLE t (id int);"})
+    script = ("import sys\nfrom bot.cli import main\ncode = main(['lint', sys.argv[1]])\n"
+              "print([m for m in ('asyncio', 'bot.config', 'asyncpg') if m in sys.modules])\nsys.exit(code)\n")
+    env = {k: v for k, v in os.environ.items() if k != "MIGRABOT_CONFIG"}
+    done = subprocess.run([sys.executable, "-c", script, str(folder)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "zero-downtime safe: yes" in done.stdout
+
+
+def test_lint_parser_built_alone_is_the_full_ones_lint() -> None:
+    def lint_help(parser: argparse.ArgumentParser) -> str:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return sub.choices["lint"].format_help()
+
+    assert ALONE["lint"] == "bot.cli.lint_cmd"
+    assert lint_help(build_parser((ALONE["lint"],))) == lint_help(build_parser())
+    assert command_word(["--config=x.toml", "--json", "lint", "dir"]) == "lint"
+    assert command_word(["-h"]) is None and command_word([]) is None
+    assert CONFIG_FILE == DEFAULT_CONFIG_PATH  # lint_cmd looks for the file without loading bot.config
+
+
+def test_a_squawk_that_refuses_the_exclusions_is_run_again_without_them(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "squawk"
+    fake.write_text("#!/bin/sh\ncase \"$*\" in *--exclude*) echo \"error: invalid value for '--exclude <rule>'\" >&2; "
+                    "exit 2;; esac\necho '[]'\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
+    run = SquawkRun([tmp_path / "x.sql"], exclude=DEFAULT_EXCLUDE)
+    assert run.skipped
+    assert run.result() == [] and run.skipped == ()
+
+
+def test_squawk_failing_without_output_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ActionError, match="squawk failed"):
+        SquawkRun([tmp_path / "missing.sql"]).result()

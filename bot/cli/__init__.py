@@ -8,7 +8,6 @@ a command whose answer is "no" (problems found, not up to date) exits 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import json
 import logging
@@ -17,13 +16,15 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from actions.errors import ActionError
 from bot import __version__
-from bot.config import Config, ConfigError, Environment, load_config
 from bot.redact import install_log_redaction, redact, redact_obj
 from state.errors import StateVersionError
+
+if TYPE_CHECKING:
+    from bot.config import Config, Environment
 
 # One module per group of commands; each defines register(subparsers).
 COMMAND_MODULES = (
@@ -38,6 +39,10 @@ COMMAND_MODULES = (
     "bot.cli.rehearse_cmd",
 )
 
+#: Commands whose parser is built alone when they are the one run: `migrabot lint DIR` runs on every
+#: push in CI and should cost little more than squawk, so it loads no other command's module.
+ALONE = {"lint": "bot.cli.lint_cmd"}
+
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 
 
@@ -49,7 +54,8 @@ class CliError(Exception):
 # prod`` and ``migrabot status prod --config F`` alike). The top-level parser holds their defaults;
 # each subcommand's copy defaults to SUPPRESS, so that it sets nothing unless given there and a
 # value given before the subcommand survives.
-CONFIG_HELP = "configuration file (default: $MIGRABOT_CONFIG or ./migrabot.toml)"
+CONFIG_FILE = "migrabot.toml"  # bot.config.DEFAULT_CONFIG_PATH, without loading bot.config (tests check)
+CONFIG_HELP = f"configuration file (default: $MIGRABOT_CONFIG or ./{CONFIG_FILE})"
 JSON_HELP = "print the result as JSON"
 VERBOSE_HELP = "log what happens to stderr"
 
@@ -85,8 +91,27 @@ def add_policy_options(parser: argparse.ArgumentParser, *, confirm: bool = True,
                             help="skip the verified backup (only where the environment sets allow_no_backup)")
 
 
+def _config(args: argparse.Namespace, *, required: bool) -> Config | None:
+    # imported here, not at the top (CLI start-up): `migrabot lint DIR` starts squawk before reading it
+    from bot.config import ConfigError, load_config
+
+    try:
+        return load_config(getattr(args, "config", None))
+    except ConfigError:
+        if required:
+            raise
+        return None
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(getattr(args, "config", None))
+    config = _config(args, required=True)
+    assert config is not None
+    return config
+
+
+def optional_config(args: argparse.Namespace) -> Config | None:
+    """The configuration, or None when there is none or it has problems (for commands that work without one)."""
+    return _config(args, required=False)
 
 
 def environment_from_args(args: argparse.Namespace, name: str | None = None) -> tuple[Config, Environment]:
@@ -121,6 +146,10 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     Cancelling lets every ``finally`` run: an unfinished backup folder is removed and pg_dump is
     stopped, a migration's connection is closed (so its transaction rolls back), locks are released.
     """
+    # imported here, not at the top (CLI start-up): asyncio is slow to import, and `--version` or
+    # `lint DIR` never need it
+    import asyncio
+
     terminated = False
 
     async def guarded() -> T:
@@ -153,7 +182,8 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    """The whole parser; ``modules``: only those commands' (see :data:`ALONE`)."""
     parser = argparse.ArgumentParser(
         prog="migrabot",
         description="Run PostgreSQL (Prisma) schema migrations the way the runbook says.",
@@ -163,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         importlib.import_module(name).register(sub)
     for command in sub.choices.values():
         add_config_option(command)
@@ -207,8 +237,35 @@ before running it again'
             "it again")
 
 
+def command_word(argv: list[str]) -> str | None:
+    """The command named in ``argv`` after the global options, if that is plain to see.
+
+    >>> command_word(["--config", "m.toml", "-v", "lint", "prisma/migrations"]), command_word(["--help", "lint"])
+    ('lint', None)
+    """
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--config":
+            i += 2
+        elif word.startswith("--config=") or word in ("--json", "-v", "--verbose"):
+            i += 1
+        else:
+            return None if word.startswith("-") else word
+    return None
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a person can act on, printed as one sentence; the configuration's only once it was loaded
+    (looked up, not imported: a command that never read the configuration cannot have raised it)."""
+    config = sys.modules.get("bot.config")
+    return (CliError, ActionError, StateVersionError) + ((config.ConfigError,) if config is not None else ())
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    alone = ALONE.get(command_word(argv) or "")
+    parser = build_parser((alone,) if alone else COMMAND_MODULES)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     if not getattr(args, "func", None):
@@ -216,10 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(redact(f"migrabot: {exc}"), file=sys.stderr)
-        return EXIT_ERROR
-    except (CliError, ActionError, StateVersionError) as exc:
+    except _user_errors() as exc:
         print(redact(f"migrabot: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

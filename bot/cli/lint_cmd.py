@@ -9,21 +9,22 @@ Exit 0 when zero-downtime safe, 1 when a migration is risky or could not be pars
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
 from pathlib import Path
 
-from actions.lint import DEFAULT_EXCLUDE, LintReport, lint_folder
+from actions.lint import DEFAULT_EXCLUDE, LintReport, lint_folder, migration_files, start_squawk
 from bot.cli import (
+    CONFIG_FILE,
     EXIT_NO,
     EXIT_OK,
     CliError,
     add_config_option,
     add_json_option,
-    config_from_args,
     emit,
     environment_from_args,
+    optional_config,
+    run_async,
 )
-from bot.config import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,18 +41,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _exclude(args: argparse.Namespace) -> tuple[str, ...]:
-    try:
-        config = config_from_args(args)
-    except ConfigError:
-        return DEFAULT_EXCLUDE  # linting a folder needs no configuration
-    return config.lint_exclude or DEFAULT_EXCLUDE
+    """The configuration's ``[lint] exclude``, else the default (linting a folder needs no configuration).
+
+    Read only when there is a file to read (bot.config's own rule: ``--config``, ``$MIGRABOT_CONFIG``,
+    ``./migrabot.toml``): loading the configuration module takes longer than squawk on a hundred files,
+    and without a file there is no ``[lint]`` section."""
+    if not (getattr(args, "config", None) or os.environ.get("MIGRABOT_CONFIG") or Path(CONFIG_FILE).is_file()):
+        return DEFAULT_EXCLUDE
+    config = optional_config(args)
+    return (config.lint_exclude if config is not None else ()) or DEFAULT_EXCLUDE
 
 
 def run(args: argparse.Namespace) -> int:
     folder = Path(args.target)
     heading: str
     if folder.is_dir():
-        report = lint_folder(folder, exclude=_exclude(args))
+        # squawk first (with the default exclusions), then the configuration, read while squawk runs;
+        # lint_folder runs squawk again only if the configuration wants a rule the default skips
+        names = migration_files(folder)
+        squawk = start_squawk(folder, names)
+        try:
+            exclude = _exclude(args)
+        except BaseException:
+            squawk.cancel()
+            raise
+        report = lint_folder(folder, names, exclude=exclude, squawk=squawk)
         heading = f"{len(report.migrations)} migration(s) in {folder}"
     else:
         config, env = environment_from_args(args, args.target)
@@ -61,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
             # imported here, not at the top: `migrabot --version` and the other commands start fast
             from actions.status import migration_status
 
-            status = asyncio.run(migration_status(env.migration_url, env.migrations_dir,
-                                                  timeout=env.connect_timeout))
+            status = run_async(migration_status(env.migration_url, env.migrations_dir,
+                                                timeout=env.connect_timeout))
             names = list(status.pending)
         if names == []:
             report = LintReport([])
@@ -77,15 +91,18 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if report.zero_downtime_safe else EXIT_NO
 
 
+MARKS = {"safe": "ok  ", "risky": "RISK"}
+
+
 def render(report: LintReport, heading: str) -> str:
     """Human text: one block per migration, findings with their advice."""
     lines = [heading]
     for m in report.migrations:
-        mark = {"safe": "ok  ", "risky": "RISK"}.get(m.verdict, "??  ")
-        if m.verdict == "unparsed":
-            lines.append(f"{mark} {m.name}: could not be parsed, so it is not known to be safe: check its SQL")
+        verdict = m.verdict
+        if verdict == "unparsed":
+            lines.append(f"??   {m.name}: could not be parsed, so it is not known to be safe: check its SQL")
         else:
-            lines.append(f"{mark} {m.name}: {m.verdict}")
+            lines.append(f"{MARKS.get(verdict, '??  ')} {m.name}: {verdict}")
         advised: set[str] = set()
         for f in m.findings:
             kind = "risky" if f.risky else "note"
