@@ -1,8 +1,23 @@
-"""The other side of bench.ack: Slack (the Web API stand-in) and the people, in a process of their own.
+"""The people's side of bench.ack: fires freshly signed requests at both bots and times the answers.
 
-Started by ``bench.ack``. Prints the stand-in's base URL, reads the two bot URLs from stdin,
-creates one run message through the real bot, then fires bursts of freshly signed slash
-commands and button clicks at both bots and prints the response times as JSON.
+Started by ``bench.ack`` with one JSON line on stdin: ``{"secret", "slack" (the control URL of
+``bench.ack_slack``), "targets": {"migrabot": URL, "bare": URL}, "n", "rounds", "sustained",
+"sustained_rounds"}``. It runs in a process of its own, apart from Slack's stand-in (which answers
+the bots' Web API calls) and from the bots, so the clock that times the answers waits for nothing else.
+
+Two modes, each against both bots:
+
+- **burst**: ``n`` concurrent ``/migrate status staging`` commands, then ``n`` concurrent
+  ``approve`` clicks, and after each burst a wait until the bot's follow-up work is done;
+- **sustained**: ``sustained`` commands and ``sustained`` clicks, interleaved, fired in bursts of
+  ``n`` one after the other with no wait (the next burst leaves as soon as the last one is
+  answered), while the bot's follow-up work piles up behind; repeated ``sustained_rounds`` times.
+
+Writes JSON lines to stdout: ``{"mark": NAME}`` at the moments the bench samples the servers'
+memory (it answers on stdin before the load generator goes on), then
+``{"results": {KEY: [seconds…]}, "drain": {BOT: [seconds…]}}`` with KEY ``mode.bot.kind``;
+``drain``: per sustained round, how long after the last ack the bot still called Slack (its
+follow-up work, finishing).
 """
 
 from __future__ import annotations
@@ -11,74 +26,93 @@ import asyncio
 import json
 import sys
 import time
+from typing import Any
 
 import aiohttp
 
-from bot.simulator.local_slack import LocalSlack
-from bot.simulator.slack_requests import Answer, SlackDriver, sign_request
+from bot.simulator.slack_requests import sign_request
 
-CHANNEL = "C0BENCH01"
-
-
-class Recorder(SlackDriver):
-    """Builds the exact payloads a SlackDriver would send, without sending them."""
-
-    def __init__(self, slack: LocalSlack, secret: str) -> None:
-        super().__init__("http://unused", secret, slack)
-        self.bodies: list[tuple[bytes, str]] = []
-
-    async def post(self, body: bytes, content_type: str, timestamp: int | None = None,
-                   signature: str | None = None, headers: dict[str, str] | None = None) -> Answer:
-        self.bodies.append((body, content_type))
-        return Answer(200, None)
+Payload = tuple[str, str, str]  # kind, body, content type
 
 
 async def main() -> None:
-    spec = json.loads(sys.stdin.readline())
-    users = {f"U0B{i:05d}": f"user{i}" for i in range(spec["n"])}
-    slack = LocalSlack(users=users, channels={CHANNEL: "bench"}, bot_token=spec["token"])
-    print(await slack.start(), flush=True)
-    targets = json.loads(await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline))
-    secret = spec["secret"]
-    async with SlackDriver(targets["migrabot"], secret, slack) as driver:
-        await driver.slash("U0B00000", "/migrate", "staging", CHANNEL)  # a run message to click on
-        for _ in range(200):
-            if any(m.blocks and m.blocks[0]["type"] == "header" for m in slack.messages(CHANNEL)):
-                break
-            await asyncio.sleep(0.05)
-    run_ts = next(m.ts for m in slack.messages(CHANNEL) if m.blocks and m.blocks[0]["type"] == "header")
-    recorder = Recorder(slack, secret)
-    for u in users:
-        await recorder.slash(u, "/migrate", "status staging", CHANNEL)
-    commands, recorder.bodies = recorder.bodies, []
-    for u in users:
-        await recorder.click(u, CHANNEL, run_ts, "approve")
-    payloads = {"command": commands, "click": recorder.bodies}
+    loop = asyncio.get_running_loop()
+
+    async def readline() -> str:
+        return await loop.run_in_executor(None, sys.stdin.readline)
+
+    spec = json.loads(await readline())
+    secret, targets, n = spec["secret"], spec["targets"], spec["n"]
     out: dict[str, list[float]] = {}
-    async with aiohttp.ClientSession() as http:
-        async def one(url: str, body: bytes, ctype: str) -> float:
-            headers = {**sign_request(secret, body, int(time.time())), "Content-Type": ctype}
+    drain: dict[str, list[float]] = {}  # seconds from the last ack of a sustained round to the bot's last API call
+
+    async def mark(name: str) -> None:
+        print(json.dumps({"mark": name}), flush=True)
+        await readline()  # the bench has sampled
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
+        async def control(op: str, **args: Any) -> Any:
+            async with http.post(spec["slack"] + op, json=args) as r:
+                r.raise_for_status()
+                return await r.json()
+
+        async def wait_idle(quiet: float = 0.3, timeout: float = 60) -> None:
+            await control("wait_idle", quiet=quiet, timeout=timeout)
+
+        async def payloads(commands: int, clicks: int) -> list[Payload]:
+            bodies = await control("payloads", commands=commands, clicks=clicks, ts=run_ts)
+            cmds = [("command", b, c) for b, c in bodies[:commands]]
+            clks = [("click", b, c) for b, c in bodies[commands:]]
+            mixed: list[Payload] = []
+            for i in range(max(len(cmds), len(clks))):  # interleaved: command, click, command, …
+                mixed.extend(cmds[i:i + 1] + clks[i:i + 1])
+            return mixed
+
+        async def one(url: str, body: str, ctype: str) -> float:
+            data = body.encode()
+            headers = {**sign_request(secret, data, int(time.time())), "Content-Type": ctype}
             started = time.perf_counter()
-            async with http.post(url, data=body, headers=headers) as r:
+            async with http.post(url, data=data, headers=headers) as r:
                 await r.read()
                 if r.status != 200:
                     raise SystemExit(f"HTTP {r.status} from {url}")
             return time.perf_counter() - started
 
-        async def burst(url: str, bodies: list[tuple[bytes, str]]) -> list[float]:
-            return list(await asyncio.gather(*(one(url, b, c) for b, c in bodies)))
+        async def burst(url: str, batch: list[Payload], mode: str, name: str) -> None:
+            times = await asyncio.gather(*(one(url, body, ctype) for _, body, ctype in batch))
+            for (kind, _, _), t in zip(batch, times, strict=True):
+                out.setdefault(f"{mode}.{name}.{kind}", []).append(t)
 
-        for url in targets.values():  # warm-up: Bolt's auth.test, first imports
-            for bodies in payloads.values():
-                await burst(url, bodies[:2])
+        run_ts = (await control("run_message", bot=targets["migrabot"]))["ts"]
+        await wait_idle()
+        for url in targets.values():  # warm-up: Bolt's auth.test, first imports, connections
+            await burst(url, await payloads(2, 2), "warmup", "x")
+        await wait_idle()
         await asyncio.sleep(1.0)
+        await mark("idle")
+
         for _ in range(spec["rounds"]):
             for name, url in targets.items():
-                for kind, bodies in payloads.items():
-                    out.setdefault(f"{name}.{kind}", []).extend(await burst(url, bodies))
-                    await slack.wait_idle(quiet=0.3, timeout=30)  # the bot's follow-up work is done
-    await slack.stop()
-    print(json.dumps(out), flush=True)
+                for kind in ("command", "click"):
+                    batch = await payloads(n, 0) if kind == "command" else await payloads(0, n)
+                    await burst(url, batch, "burst", name)
+                    await wait_idle()  # the bot's follow-up work is done
+
+        names = list(targets)
+        for r in range(spec["sustained_rounds"]):
+            for name in names if r % 2 == 0 else names[::-1]:  # which bot goes first alternates
+                batch = await payloads(spec["sustained"], spec["sustained"])
+                for start in range(0, len(batch), n):
+                    await burst(targets[name], batch[start:start + n], "sustained", name)
+                await mark(f"sent-{r + 1}-{name}")  # the last burst answered; the follow-up work may go on
+                started = time.monotonic()
+                await wait_idle(quiet=0.5, timeout=300)
+                drain.setdefault(name, []).append(round(time.monotonic() - started - 0.5, 3))
+                await mark(f"sustained-{r + 1}-{name}")
+        out.pop("warmup.x.command", None)
+        out.pop("warmup.x.click", None)
+    print(json.dumps({"results": out, "drain": drain}), flush=True)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ COMMAND_FIELDS = ("command", "user_id", "channel_id")
 
 def problem(body: bytes, content_type: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
     """(status, reason) when the request cannot be a well-formed Slack request, else None."""
-    stamp = headers.get("X-Slack-Request-Timestamp")
-    if stamp is not None and not stamp.strip().isdigit():
-        return 401, "X-Slack-Request-Timestamp is not a number"
+    found = stamp_problem(headers)
+    if found is not None:
+        return found
     if content_type.startswith("application/json"):
         data = _json(body.decode("utf-8", "replace"))
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
@@ -57,8 +57,20 @@ def _json(text: str) -> Any:
         return None
 
 
+def stamp_problem(headers: Mapping[str, str]) -> tuple[int, str] | None:
+    """(401, reason) when the request's timestamp is not a number (no Slack could have signed it)."""
+    stamp = headers.get("X-Slack-Request-Timestamp")
+    if stamp is not None and not stamp.strip().isdigit():
+        return 401, "X-Slack-Request-Timestamp is not a number"
+    return None
+
+
 def _payload_problem(text: str) -> tuple[int, str] | None:
-    data = _json(text)
+    return payload_problem(_json(text))
+
+
+def payload_problem(data: Any) -> tuple[int, str] | None:
+    """What :func:`problem` finds in an interactivity payload already decoded from its JSON."""
     if not isinstance(data, dict):
         return 400, "payload is not a JSON object"
     kind = data.get("type")
