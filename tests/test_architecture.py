@@ -14,6 +14,7 @@ the file, the line and the rule, with no configuration language to learn.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,3 +233,20 @@ def test_the_confirmation_word_is_written_once() -> None:
         if any(isinstance(n, ast.Constant) and n.value == "RESTORE" for n in ast.walk(tree)):
             holders.append(name)
     assert holders == ["actions.restore"], holders
+
+
+def test_the_map_names_every_module_and_nothing_that_is_gone() -> None:
+    """ARCHITECTURE.md is the map: every module is in it, and every module it names exists."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:bot|handlers|actions|state)/[\w/]*\w\.py)`", text))
+    every = {p.relative_to(ROOT).as_posix(): p for p in project_modules().values()}
+    on_disk = {path for path, p in every.items() if p.name != "__init__.py"}
+    assert not sorted(on_disk - named), f"modules ARCHITECTURE.md does not list: {sorted(on_disk - named)}"
+    assert not sorted(named - set(every)), f"ARCHITECTURE.md names modules that are gone: {sorted(named - set(every))}"
+
+
+def test_every_module_says_what_it_is_for() -> None:
+    """The map's one line per module is the first sentence of its docstring: each module has one."""
+    missing = [name for name, path in project_modules().items()
+               if path.name != "__init__.py" and not ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))]
+    assert not missing, f"modules without a docstring: {missing}"
