@@ -9,6 +9,13 @@ a session holds a conflicting lock and a lock timeout with retries, so applicati
 queue for long behind a migration, edited files and
 failed rows refused up front, ``expected`` guarding an approved plan, clean stop between
 migrations, and files that cannot run in a transaction applied statement by statement.
+
+Each file is one round trip: its started row (committed on its own, as Prisma writes it first),
+then ``BEGIN``, the lock and statement timeouts, the lock look, the file, its row's finish and
+``COMMIT`` in one simple-protocol string. Consecutive files that only create new objects (they
+wait for nobody and take milliseconds: :func:`actions.lock_look.only_new_objects`) share one
+round trip, up to :data:`BATCH_FILES`, each still with its own started row and transaction; a stop
+request (``should_continue``) is then seen between batches rather than between those files.
 """
 
 from __future__ import annotations
@@ -29,13 +36,18 @@ from actions.blockers import Blocker, BlockerWatch
 from actions.db import CONNECTION_ERRORS, close_quietly, connect, database_name, lost_connection_error
 from actions.errors import ActionError
 from actions.events import DeployEvent, EventCallback, emit_safely
+from actions.lock_look import only_new_objects
 from actions.migrations_dir import LocalMigration, read_migrations
 from actions.sql_runner import (
     PROGRESS_PREFIX,
     ConnectionLost,
+    RunOutcome,
     RunSettings,
     StatementProgress,
     apply_session_settings,
+    attempt_prefix,
+    describe_db_error,
+    rollback_quietly,
     run_atomic,
     run_statements,
 )
@@ -102,13 +114,17 @@ def refuse_unsafe_state(status: MigrationStatus, env_name: str = "ENV") -> None:
 
 async def _run_one(conn: asyncpg.Connection, url: str, migration: LocalMigration, settings: RunSettings,
                    watch: BlockerWatch, on_event: EventCallback | None, connect_timeout: float,
-                   env_name: str) -> tuple[bool, AppliedMigration | None, FailedMigration | None]:
+                   env_name: str, row_id: str | None = None) -> tuple[bool, AppliedMigration | None,
+                                                                   FailedMigration | None]:
     # The session settings were applied (and a refused value reported) before the first migration;
-    # each file's transaction sets its own lock and statement timeouts.
-    row_id = prisma_table.new_id()
-    started = prisma_table.started_sql(row_id, migration.name, migration.checksum)
+    # each file's transaction sets its own lock and statement timeouts. ``row_id``: the started row
+    # is already committed (a batch stopped at this file), else it is written first.
+    started = ""
+    if row_id is None:
+        row_id = prisma_table.new_id()
+        started = prisma_table.started_sql(row_id, migration.name, migration.checksum)
+        await emit_safely(on_event, DeployEvent("started", migration.name))
     pid = conn.get_server_pid()
-    await emit_safely(on_event, DeployEvent("started", migration.name))
     finish = prisma_table.finish_sql(row_id)
 
     async def mark_finished(c: asyncpg.Connection) -> None:
@@ -124,12 +140,13 @@ async def _run_one(conn: asyncpg.Connection, url: str, migration: LocalMigration
             outcome = await run_atomic(conn, migration.sql, name=migration.name, settings=settings, watch=watch,
                                        on_event=on_event, before_commit_sql=finish, first_sql=started)
         else:
-            await conn.execute(started)
+            if started:
+                await conn.execute(started)
             outcome = await run_statements(conn, migration.sql, name=migration.name, settings=settings,
                                            watch=watch, on_event=on_event, after=mark_finished,
                                            ran=record_progress)
     except ConnectionLost as lost:
-        raise await _after_lost_connection(url, migration, row_id, pid, lost.cause, lost.progress,
+        raise await _after_lost_connection(url, [(migration, row_id)], pid, lost.cause, lost.progress,
                                            connect_timeout, env_name) from None
     if outcome.ok:
         applied = AppliedMigration(migration.name, outcome.duration, outcome.attempts, migration.transactional)
@@ -137,6 +154,12 @@ async def _run_one(conn: asyncpg.Connection, url: str, migration: LocalMigration
                                                 duration=outcome.duration, blockers=outcome.waited_for,
                                                 waited=outcome.waited or None))
         return True, applied, None
+    return False, None, await _record_failure(conn, migration, row_id, outcome, on_event)
+
+
+async def _record_failure(conn: asyncpg.Connection, migration: LocalMigration, row_id: str, outcome: RunOutcome,
+                          on_event: EventCallback | None) -> FailedMigration:
+    """Keep ``row_id`` failed with the outcome's logs (as Prisma does); the failure, reported."""
     logs = outcome.logs or "unknown error"
     if not await prisma_table.mark_failed(conn, row_id, logs):
         # the round trip failed before its started row was written: nothing of the file ran either
@@ -148,38 +171,134 @@ async def _run_one(conn: asyncpg.Connection, url: str, migration: LocalMigration
     await emit_safely(on_event, DeployEvent("failed", migration.name, attempt=outcome.attempts,
                                             duration=outcome.duration, blockers=outcome.blockers, logs=logs,
                                             statement=outcome.statement, waited=outcome.waited or None))
-    return False, None, failed
+    return failed
+
+
+#: Files that only create new objects (:func:`actions.lock_look.only_new_objects`) are sent up to this
+#: many (and this many characters) in one round trip, each still its own started row and transaction.
+BATCH_FILES = 64
+BATCH_CHARS = 256 * 1024
+
+
+def _batch(pending: list[LocalMigration]) -> list[LocalMigration]:
+    """The files at the head of ``pending`` that may share a round trip (fewer than 2: none)."""
+    batch: list[LocalMigration] = []
+    size = 0
+    for migration in pending[:BATCH_FILES]:
+        size += len(migration.sql)
+        if not migration.transactional or (batch and size > BATCH_CHARS) or not only_new_objects(migration.sql):
+            break
+        batch.append(migration)
+    return batch if len(batch) > 1 else []
+
+
+async def _run_batch(conn: asyncpg.Connection, url: str, batch: list[LocalMigration], settings: RunSettings,
+                     watch: BlockerWatch, on_event: EventCallback | None, connect_timeout: float,
+                     env_name: str) -> tuple[list[AppliedMigration], FailedMigration | None,
+                                             tuple[LocalMigration, str] | None]:
+    """Apply ``batch`` in one simple-protocol round trip; (applied, failed, the file to go on with).
+
+    Each file is written exactly as alone: its started row committed on its own first, then
+    ``BEGIN``, the lock and statement timeouts, the file, its row's finish and ``COMMIT``. A failing
+    statement stops the whole string there (PostgreSQL skips the rest of a simple query after an
+    error): the files before it are committed and recorded, the failing one has its started row
+    and nothing else, the ones after it did not start. The rows tell which is which. A lock timeout
+    is handed back (the last item) to be retried alone, looking before each attempt.
+    """
+    ids = [prisma_table.new_id() for _ in batch]
+    parts: list[str] = []
+    offsets: list[int] = []  # where each file's SQL starts in the string (error positions count from there)
+    prefix = attempt_prefix(settings)
+    at = 0
+    for migration, row_id in zip(batch, ids, strict=True):
+        head = f"{prisma_table.started_sql(row_id, migration.name, migration.checksum)};\n{prefix}"
+        body = f"{migration.sql}\n;\n{prisma_table.finish_sql(row_id)};\nCOMMIT;\n"
+        offsets.append(at + len(head))
+        parts.append(head + body)
+        at += len(head) + len(body)
+    pid = conn.get_server_pid()
+    error: asyncpg.PostgresError | None = None
+    t0 = time.monotonic()
+    try:
+        async with watch.watching(pid):
+            await conn.execute("".join(parts))
+    except CONNECTION_ERRORS as exc:
+        if conn.is_closed() or not isinstance(exc, asyncpg.PostgresError):
+            raise await _after_lost_connection(url, list(zip(batch, ids, strict=True)), pid, exc, None,
+                                               connect_timeout, env_name) from None
+        error = exc
+        await rollback_quietly(conn)
+    took = time.monotonic() - t0
+    rows = {r.id: r for r in await prisma_table.read_rows_by_id(conn, ids)}
+    applied: list[AppliedMigration] = []
+    for migration, row_id in zip(batch, ids, strict=True):
+        row = rows.get(row_id)
+        if row is None or row.finished_at is None:
+            break
+        duration = (row.finished_at - row.started_at).total_seconds() if error else took / len(batch)
+        applied.append(AppliedMigration(migration.name, duration))
+        await emit_safely(on_event, DeployEvent("started", migration.name))
+        await emit_safely(on_event, DeployEvent("finished", migration.name, duration=duration))
+    if error is None and len(applied) == len(batch):
+        return applied, None, None
+    stopped, row_id = batch[len(applied)], ids[len(applied)]
+    cause = error or RuntimeError("the batch ended without an error but its row is not finished")
+    if row_id not in rows:  # its started row was not written: nothing of the file ran either
+        logs = describe_db_error(cause, "")
+        raise ActionError(f"could not record that {stopped.name} starts in _prisma_migrations ({logs}); "
+                          "nothing of it was applied: check the table and the server, then deploy again",
+                          code="started_row")
+    await emit_safely(on_event, DeployEvent("started", stopped.name))
+    if isinstance(error, asyncpg.LockNotAvailableError):  # nothing of it changed: retry it alone
+        return applied, None, (stopped, row_id)
+    outcome = RunOutcome(False, 1, took, describe_db_error(cause, stopped.sql, offset=offsets[len(applied)]))
+    return applied, await _record_failure(conn, stopped, row_id, outcome, on_event), None
 
 
 # How long a terminated backend may take to leave pg_stat_activity before we call it still running.
 GONE_WAIT = 5.0
 
 
-async def _after_lost_connection(url: str, migration: LocalMigration, row_id: str, old_pid: int,
+async def _after_lost_connection(url: str, sent: list[tuple[LocalMigration, str]], old_pid: int,
                                  cause: BaseException, progress: StatementProgress | None,
                                  timeout: float, env_name: str) -> ActionError:
     """Find out on a new connection what the lost one left behind; the ActionError that tells it.
 
-    The row decides: a transactional file marks its row finished inside its own transaction, so a
+    ``sent``: the files (with their row ids) of the lost round trip, in order: one, or a batch.
+    The rows decide: a transactional file marks its row finished inside its own transaction, so a
     finished row means it committed and an unfinished one (its backend gone) means it was rolled
-    back. A backend still alive may still be running it (the answer was lost, not the session).
+    back; in a batch the first file without a finished row is the one that was running, and a file
+    without a row did not start. A backend still alive may still be running it (the answer was
+    lost, not the session).
     """
+    migration, row_id = sent[0]
     name = migration.name
     reason = " ".join((getattr(cause, "message", None) or str(cause) or type(cause).__name__).split())
-    what = f"lost the database connection while applying {name} ({reason})"
     try:
         conn = await connect(url, timeout=timeout)
     except ActionError as again:
+        names = ", ".join(m.name for m, _ in sent)
         return ActionError(
-            f"{what}; the server cannot be reached now ({again.message}), so whether {name} committed is not "
-            "known yet and its row in _prisma_migrations is unfinished: when the server is back, run `migrabot "
+            f"lost the database connection while applying {names} ({reason}); the server cannot be reached now "
+            f"({again.message}), so whether {'they' if len(sent) > 1 else 'it'} committed is not known yet and "
+            "the rows in _prisma_migrations are unfinished: when the server is back, run `migrabot "
             f"status {env_name}`, which tells", code="connection_lost")
     try:
         alive = await _wait_gone(conn, old_pid, GONE_WAIT)
-        row = next((r for r in await prisma_table.read_rows(conn) if r.id == row_id), None)
-        if row is not None and row.finished_at is not None:
+        rows = {r.id: r for r in await prisma_table.read_rows_by_id(conn, [i for _, i in sent])}
+        done = [m.name for m, i in sent if i in rows and rows[i].finished_at is not None]
+        if len(done) < len(sent):
+            migration, row_id = sent[len(done)]
+        name = migration.name
+        what = f"lost the database connection while applying {name} ({reason})"
+        if len(done) == len(sent):
             return ActionError(f"{what}, but only after it committed: {name} is applied and recorded; the "
                                "migrations after it did not run: deploy again", code="connection_lost")
+        before = f" ({', '.join(done)} before it committed and are recorded)" if done else ""
+        if row_id not in rows and not alive:
+            return ActionError(f"{what}{before}; {name} had not started (it has no row): nothing of it was applied. "
+                               "Next: deploy again", code="connection_lost")
+        what += before
         if alive:
             return ActionError(
                 f"{what}; the server is still running it in pid {old_pid}: `migrabot status {env_name}` shows it as "
@@ -264,12 +383,25 @@ async def deploy(url: str, migrations_dir: Path, *, lock_timeout: float = 1.0,
                 return result
             if not status.table_exists:
                 await prisma_table.ensure_table(conn)
-            for name in pending:
+            todo = [by_name[name] for name in pending]
+            while todo:
                 if should_continue is not None and not _safe_bool(should_continue):
                     result.aborted = True
                     break
-                ok, applied, failed = await _run_one(conn, url, by_name[name], settings, watch, on_event,
-                                                     connect_timeout, env_name)
+                row_id: str | None = None
+                batch = _batch(todo)
+                if batch:
+                    batch_done, result.failed, go_on = await _run_batch(conn, url, batch, settings, watch, on_event,
+                                                                  connect_timeout, env_name)
+                    result.applied.extend(batch_done)
+                    del todo[:len(batch_done)]
+                    if go_on is None:
+                        if result.failed:
+                            break
+                        continue
+                    row_id = go_on[1]
+                ok, applied, failed = await _run_one(conn, url, todo.pop(0), settings, watch, on_event,
+                                                     connect_timeout, env_name, row_id)
                 if ok and applied:
                     result.applied.append(applied)
                 else:

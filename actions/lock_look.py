@@ -22,6 +22,7 @@ arrive between the look and the statement: the attempt keeps its ``lock_timeout`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import asyncpg
@@ -76,6 +77,41 @@ def lock_needs(sql: str) -> LockNeeds:
             if lock.relation is not None and lock.mode != UNKNOWN and lock.relation not in created:
                 found[(lock.relation, lock.mode)] = None
     return LockNeeds(tuple(found))
+
+
+#: Statement forms that only create something new (or change what the same file created).
+_CREATING = frozenset({"CREATE TABLE", "CREATE INDEX", "CREATE TYPE", "CREATE EXTENSION", "CREATE SCHEMA",
+                       "CREATE SEQUENCE", "CREATE FUNCTION", "CREATE DOMAIN", "CREATE TRIGGER", "COMMENT ON"})
+# a new table filled from a query, or hung under an existing one: not "new objects only"
+_FILLED_OR_ATTACHED = re.compile(r"\bAS\s*\(?\s*(?:SELECT|VALUES|TABLE|WITH|EXECUTE)\b|\bPARTITION\s+OF\b|\bINHERITS\b",
+                                 re.I)
+
+
+def only_new_objects(sql: str) -> bool:
+    r"""True when every statement of ``sql`` creates something new, locking only what the file itself creates.
+
+    Such a file waits for no session (nobody else can hold a lock on a relation that does not exist
+    yet) and takes milliseconds whatever the data (it reads and writes no rows), so the engine may
+    send several of them in one round trip. Anything the lock table does not know is not such a file.
+
+    >>> only_new_objects('CREATE TABLE "A" (id int PRIMARY KEY);\nCREATE INDEX "A_i" ON "A" (id);')
+    True
+    >>> only_new_objects('CREATE TABLE b (id int REFERENCES "A" (id));'), only_new_objects("SELECT 1")
+    (False, False)
+    >>> only_new_objects("CREATE TABLE c AS SELECT * FROM big"), only_new_objects("INSERT INTO d VALUES (1)")
+    (False, False)
+    """
+    created: set[str] = set()
+    for statement, locks in sql_locks(sql):
+        if not locks.known or _FILLED_OR_ATTACHED.search(statement.text):
+            return False
+        if not all(form in _CREATING or (form.startswith("ALTER TABLE ") and "CONCURRENTLY" not in form)
+                   for form in locks.forms):
+            return False
+        created.update(locks.creates)
+        if any(lock.relation is None or lock.relation not in created for lock in locks.locks):
+            return False
+    return True
 
 
 def _literal(text: str) -> str:

@@ -74,6 +74,13 @@ async def read_rows(conn: asyncpg.Connection) -> list[MigrationRow]:
     return [MigrationRow(**dict(r)) for r in records]
 
 
+async def read_rows_by_id(conn: asyncpg.Connection, ids: list[str]) -> list[MigrationRow]:
+    """The rows with these ids (those that exist), oldest first."""
+    records = await conn.fetch(f"SELECT {_COLUMNS} FROM {TABLE} WHERE id = ANY($1::text[]) "
+                               "ORDER BY started_at, finished_at NULLS LAST", ids)
+    return [MigrationRow(**dict(r)) for r in records]
+
+
 async def insert_started(conn: asyncpg.Connection, name: str, checksum: str) -> str:
     """Record that ``name`` starts now, committed on its own so a crash leaves a failed row; its id.
 

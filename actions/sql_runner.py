@@ -32,6 +32,7 @@ from actions.errors import ActionError
 from actions.events import DeployEvent, EventCallback, emit_safely
 from actions.lock_look import Holding, LockNeeds, guard_sql, holders, is_guard_error, lock_needs
 from actions.sqlsplit import Statement, split_sql, statement_non_transactional_reason
+from actions.statement_progress import PROGRESS_PREFIX, StatementProgress
 from bot.config import RetryPolicy
 from bot.redact import redact
 
@@ -43,95 +44,6 @@ class RunSettings:
     lock_timeout: float = 1.0
     statement_timeout: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-
-
-def numbers(items: list[int]) -> str:
-    """Statement numbers as ranges.
-
-    >>> numbers([1, 2, 3, 5]), numbers([4])
-    ('1-3, 5', '4')
-    """
-    runs: list[list[int]] = []
-    for n in sorted(items):
-        if runs and runs[-1][-1] == n - 1:
-            runs[-1].append(n)
-        else:
-            runs.append([n])
-    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
-
-
-def _statements(items: list[int]) -> str:
-    return f"statement{'s' if len(items) > 1 else ''} {numbers(items)}"
-
-
-# Written at the start of the progress line in the row's logs: `status` reads it back from there.
-PROGRESS_PREFIX = "Progress: "
-_NOTHING_COMMITTED = "no statement of this file is committed"
-
-
-@dataclass
-class StatementProgress:
-    """How far a file run statement by statement got; statements are numbered from 1.
-
-    >>> p = StatementProgress(total=6, committed=[1], rolled_back=[2, 3], failed=4)
-    >>> p.not_run, p.describe()
-    ([5, 6], "statement 1 of 6 is committed; statements 2-3 were rolled back with the file's own \
-transaction; statement 4 failed; statements 5-6 did not run")
-    """
-
-    total: int
-    committed: list[int] = field(default_factory=list)  # ran, and their effects stay
-    rolled_back: list[int] = field(default_factory=list)  # ran inside the file's own BEGIN, then undone
-    failed: int | None = None  # the statement that failed or was interrupted
-    interrupted: bool = False  # the connection was lost during ``failed``: whether it took effect is unknown
-    note: str = ""  # about the interrupted statement, e.g. what an interrupted CONCURRENTLY leaves behind
-
-    @property
-    def not_run(self) -> list[int]:
-        ran = {*self.committed, *self.rolled_back, *([self.failed] if self.failed else [])}
-        return [n for n in range(1, self.total + 1) if n not in ran]
-
-    def stop(self, failed: int | None, open_block: list[int], *, interrupted: bool = False) -> StatementProgress:
-        """Record the end: ``open_block`` (statements since the file's own BEGIN) was rolled back."""
-        self.rolled_back.extend(open_block)
-        self.failed, self.interrupted = failed, interrupted
-        return self
-
-    def describe(self) -> str:
-        if self.committed:
-            verb = "are" if len(self.committed) > 1 else "is"
-            parts = [f"{_statements(self.committed)} of {self.total} {verb} committed"]
-        else:
-            parts = [_NOTHING_COMMITTED]
-        if self.rolled_back:
-            parts.append(f"{_statements(self.rolled_back)} {'were' if len(self.rolled_back) > 1 else 'was'} "
-                         "rolled back with the file's own transaction")
-        if self.failed and self.interrupted:
-            parts.append(f"statement {self.failed} was interrupted (whether it took effect is unknown{self.note})")
-        elif self.failed:
-            parts.append(f"statement {self.failed} failed")
-        if self.not_run:
-            parts.append(f"{_statements(self.not_run)} did not run")
-        return "; ".join(parts)
-
-    def to_dict(self) -> dict[str, object]:
-        return {"total": self.total, "committed": list(self.committed), "rolled_back": list(self.rolled_back),
-                "failed": self.failed, "interrupted": self.interrupted, "not_run": self.not_run}
-
-
-def partly_applied(logs: str | None) -> str | None:
-    """From a row's logs: what is committed when a failed file left statements behind, else None.
-
-    >>> partly_applied("ERROR: x\\nProgress: statements 1-2 of 4 are committed; statement 3 failed")
-    'statements 1-2 of 4 are committed'
-    >>> partly_applied("Progress: no statement of this file is committed; statement 1 failed") is None
-    True
-    """
-    for line in (logs or "").splitlines():
-        if line.startswith(PROGRESS_PREFIX):
-            first = line[len(PROGRESS_PREFIX):].split(";")[0].strip()
-            return None if first == _NOTHING_COMMITTED else first
-    return None
 
 
 @dataclass
@@ -214,9 +126,19 @@ def describe_db_error(exc: BaseException, sql: str, first_line: int = 1, offset:
     return redact("\n".join(parts))
 
 
+def attempt_prefix(settings: RunSettings) -> str:
+    """What opens each attempt of a file run in one transaction: BEGIN, then its lock and statement timeouts."""
+    return (f"BEGIN; SET LOCAL lock_timeout = {_ms(settings.lock_timeout)}; "
+            f"SET LOCAL statement_timeout = {_ms(settings.statement_timeout)};\n")
+
+
 async def _rollback(conn: asyncpg.Connection) -> None:
     if not conn.is_closed() and conn.is_in_transaction():
         await conn.execute("ROLLBACK")
+
+
+#: After a failed multi-statement string: end the aborted transaction it left open, if any.
+rollback_quietly = _rollback
 
 
 def _exhausted(retry: RetryPolicy, attempt: int, started: float, delay: float) -> bool:
@@ -324,8 +246,7 @@ async def run_atomic(conn: asyncpg.Connection, sql: str, *, name: str, settings:
     """
     started = time.monotonic()
     needs = lock_needs(sql)
-    prefix = (f"BEGIN; SET LOCAL lock_timeout = {_ms(settings.lock_timeout)}; "
-              f"SET LOCAL statement_timeout = {_ms(settings.statement_timeout)};\n{guard_sql(needs)}")
+    prefix = attempt_prefix(settings) + guard_sql(needs)
     pid = conn.get_server_pid()
     attempt = 0
     waited = Waited()

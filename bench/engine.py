@@ -1,13 +1,15 @@
 """Engine benchmark: deploy throughput against `psql -f` and dbmate, and the application's stall behind a reader.
 
     .venv/bin/python -m bench.engine [--admin-url postgresql://postgres@127.0.0.1:5432/postgres] [--hold 10]
-                                     [--counts 200,1000,5000]
+                                     [--counts 200,500,1000,5000] [--runs 5] [--big-runs 3] [--no-stall]
 
 1. Throughput: the umami corpus (19 migrations) and generated tiny migrations (``--counts``), applied
    on an empty database by migrabot's deploy, by dbmate (``dbmate up``, each migration in its own
    transaction, from its npm package installed under build/dbmate; skipped with the reason when npm
    is missing) and by one `psql -f` of the concatenated files (ON_ERROR_STOP): the floor. Median of
-   --runs, the tools interleaved; each figure printed as a ratio to the floor of the same run.
+   --runs, the tools interleaved in a rotating order; each figure printed as a ratio to the floor of
+   the same run, and each run's ratios. Every database and temporary folder it creates is removed,
+   whatever happens (dbmate's npm package stays under build/dbmate, installed once).
 2. Lock stall: a transaction holds ACCESS SHARE on a busy table for --hold seconds while a
    migration needs ACCESS EXCLUSIVE; a client queries the table every 50 ms. For migrabot and psql:
    the longest wait, the total of the waits over 50 ms (stalls), their number, the migration's wall
@@ -77,8 +79,18 @@ async def _dbmate(binary: str, url: str, folder: Path) -> None:
         raise RuntimeError(f"dbmate failed: {err.decode()[:500]}")
 
 
+async def _admin(admin: str) -> asyncpg.Connection:
+    """A connection to the admin database; waits out a moment of "too many clients" (a shared server)."""
+    for _ in range(50):
+        try:
+            return await asyncpg.connect(admin)
+        except asyncpg.TooManyConnectionsError:
+            await asyncio.sleep(0.2)
+    return await asyncpg.connect(admin)
+
+
 async def _fresh_db(admin: str, name: str) -> str:
-    conn = await asyncpg.connect(admin)
+    conn = await _admin(admin)
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
         await conn.execute(f"CREATE DATABASE {quote_ident(name)}")
@@ -88,7 +100,7 @@ async def _fresh_db(admin: str, name: str) -> str:
 
 
 async def _drop_db(admin: str, name: str) -> None:
-    conn = await asyncpg.connect(admin)
+    conn = await _admin(admin)
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
     finally:
@@ -115,24 +127,35 @@ def _generated(root: Path, count: int) -> Path:
     return root
 
 
-def _concatenate(folder: Path) -> Path:
+def _concatenate(folder: Path, tmp: Path) -> Path:
     """One file with every migration, as a team running `psql -f` by hand would build it."""
-    concat = Path(tempfile.mkstemp(suffix=".sql")[1])
+    concat = tmp / "all.sql"
     concat.write_text("\n".join(m.sql + "\n;" for m in read_migrations(folder)))
     return concat
 
 
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 async def throughput(admin: str, label: str, folder: Path, runs: int = 3,
                      dbmate: str | None = None) -> dict[str, float]:
-    """Median seconds per tool on a fresh database each time; the tools take turns within a run."""
-    concat = _concatenate(folder)
-    times: dict[str, list[float]] = {"psql": [], "migrabot": [], **({"dbmate": []} if dbmate else {})}
+    """Median seconds per tool on a fresh database each time.
+
+    The tools take turns within a run, in an order that rotates from run to run (on a shared
+    machine the load drifts: no tool always goes first). Printed: the medians as ratios to the
+    floor's median, and each run's ratios (to the floor of the same run).
+    """
+    tools = ["psql", "migrabot", *(["dbmate"] if dbmate else [])]
+    times: dict[str, list[float]] = {tool: [] for tool in tools}
+    load_before = _load()
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+        concat = _concatenate(folder, Path(tmp))
         dbmate_dir = _dbmate_folder(folder, Path(tmp)) if dbmate else None
-        try:
-            for run in range(runs):
-                for tool in times:
-                    name = f"bench_engine_{run}_{tool}"
+        for run in range(runs):
+            for tool in tools[run % len(tools):] + tools[:run % len(tools)]:
+                name = f"bench_engine_{run}_{tool}"
+                try:
                     url = await _fresh_db(admin, name)
                     t0 = time.perf_counter()
                     if tool == "psql":
@@ -143,13 +166,16 @@ async def throughput(admin: str, label: str, folder: Path, runs: int = 3,
                         result = await deploy(url, folder)
                         assert result.ok, result.failed
                     times[tool].append(time.perf_counter() - t0)
+                finally:
                     await _drop_db(admin, name)
-        finally:
-            os.unlink(concat)
     medians = {tool: statistics.median(t) for tool, t in times.items()}
     floor = medians["psql"]
     figures = ", ".join(f"{tool} {t:.3f}s ({t / floor:.2f}x)" for tool, t in medians.items() if tool != "psql")
     print(f"{label}: psql -f (floor) {floor:.3f}s; {figures} (target: migrabot <= 1.2x and <= dbmate)", flush=True)
+    per_run = "; ".join(
+        f"run {i + 1}: " + ", ".join(f"{tool} {times[tool][i] / times['psql'][i]:.2f}x" for tool in tools[1:])
+        for i in range(runs))
+    print(f"  per run (ratio to that run's psql): {per_run}; {load_before} -> {_load()}", flush=True)
     return medians
 
 
@@ -163,7 +189,13 @@ class Stall:
 
 
 async def _stall(admin: str, hold: float, apply) -> Stall:  # type: ignore[no-untyped-def]
-    url = await _fresh_db(admin, "bench_engine_stall")
+    try:
+        return await _stall_on(await _fresh_db(admin, "bench_engine_stall"), hold, apply)
+    finally:
+        await _drop_db(admin, "bench_engine_stall")
+
+
+async def _stall_on(url: str, hold: float, apply) -> Stall:  # type: ignore[no-untyped-def]
     setup = await asyncpg.connect(url)
     await setup.execute("CREATE TABLE busy (id int PRIMARY KEY); INSERT INTO busy SELECT generate_series(1, 1000)")
     await setup.close()
@@ -199,7 +231,6 @@ async def _stall(admin: str, hold: float, apply) -> Stall:  # type: ignore[no-un
     stop.set()
     await probing
     await holder.close()
-    await _drop_db(admin, "bench_engine_stall")
     slow = [s for s in stalls if s > STALL]
     return Stall(max(stalls), sum(slow, 0.0), len(slow), done - t0, done - released)
 
@@ -256,14 +287,17 @@ async def main() -> None:
                                                               "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--hold", type=float, default=10.0)
     parser.add_argument("--lock-timeout", type=float, default=1.0)
-    parser.add_argument("--counts", default="200,1000,5000", help="sizes of the generated corpora")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--counts", default="200,500,1000,5000", help="sizes of the generated corpora")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--big-runs", type=int, default=3, help="runs for corpora of 5,000 migrations or more")
+    parser.add_argument("--no-stall", action="store_true", help="skip the lock stall part")
     args = parser.parse_args()
     conn = await asyncpg.connect(args.admin_url)
     version = await conn.fetchval("SELECT version()")
     await conn.close()
     print(_machine())
     print(version)
+    print(_load(), flush=True)
     dbmate, why = await asyncio.to_thread(dbmate_binary)
     if dbmate is None:
         print(f"dbmate: skipped ({why})")
@@ -274,8 +308,9 @@ async def main() -> None:
     for count in [int(c) for c in args.counts.split(",") if c]:
         with tempfile.TemporaryDirectory() as tmp:
             await throughput(args.admin_url, f"{count} generated tiny migrations", _generated(Path(tmp), count),
-                             args.runs if count < 5000 else 1, dbmate)
-    await lock_stall(args.admin_url, args.hold, args.lock_timeout)
+                             args.runs if count < 5000 else args.big_runs, dbmate)
+    if not args.no_stall:
+        await lock_stall(args.admin_url, args.hold, args.lock_timeout)
 
 
 if __name__ == "__main__":

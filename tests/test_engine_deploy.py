@@ -176,7 +176,9 @@ async def test_expected_list_guards_an_approved_plan(database_url: str, tmp_path
 
 async def test_should_continue_stops_between_migrations_and_events_cannot_break_it(
         database_url: str, tmp_path: Path) -> None:
-    folder = make_migrations(tmp_path / "m", {f"0{i}_t": f"CREATE TABLE t{i} (x int);" for i in range(1, 4)})
+    # files that write rows: each is sent alone, so a stop is seen between any two of them
+    folder = make_migrations(tmp_path / "m", {f"0{i}_t": f"CREATE TABLE t{i} (x int); INSERT INTO t{i} VALUES (1);"
+                                              for i in range(1, 4)})
     seen: list[str] = []
 
     async def broken_listener(event) -> None:  # type: ignore[no-untyped-def]
@@ -188,6 +190,23 @@ async def test_should_continue_stops_between_migrations_and_events_cannot_break_
     assert seen == ["started:01_t", "finished:01_t"]
     status = await migration_status(database_url, folder)
     assert status.applied == ["01_t"] and status.pending == ["02_t", "03_t"] and status.failed == []
+
+
+async def test_should_continue_is_asked_between_batches_of_files_that_only_create(
+        database_url: str, tmp_path: Path) -> None:
+    # files that only create new objects share a round trip (milliseconds): a stop is seen before and after it
+    folder = make_migrations(tmp_path / "m", {**{f"0{i}_t": f"CREATE TABLE t{i} (x int);" for i in range(1, 4)},
+                                              "04_fill": "INSERT INTO t1 VALUES (1);",
+                                              "05_t": "CREATE TABLE t5 (x int);"})
+    asked: list[int] = []
+
+    def should_continue() -> bool:
+        asked.append(1)
+        return len(asked) < 3
+
+    result = await deploy(database_url, folder, should_continue=should_continue)
+    assert result.aborted and [m.name for m in result.applied] == ["01_t", "02_t", "03_t", "04_fill"]
+    assert (await migration_status(database_url, folder)).pending == ["05_t"]
 
 
 def test_reading_folders(tmp_path: Path) -> None:
