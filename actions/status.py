@@ -21,8 +21,8 @@ from actions.advisory_lock import lock_holders
 from actions.db import CONNECTION_ERRORS, connection, database_name, lost_connection_error
 from actions.migrations_dir import LocalMigration, read_migrations
 from actions.prisma_table import MigrationRow, read_rows
-from actions.sql_runner import StatementProgress, partly_applied
 from actions.sqlsplit import split_sql
+from actions.statement_progress import StatementProgress, partly_applied
 
 
 @dataclass
