@@ -42,17 +42,12 @@ from typing import Any
 import asyncpg
 
 from actions.db import quote_ident, with_database
+from bench.common import percentile
 
 SECRET = "bench-signing-secret-0123456789abcdef"
 TOKEN = "xoxb-bench-token"
 MB = 1024 * 1024
 P99_LIMIT, RATIO_LIMIT, RSS_LIMIT = 0.100, 1.5, 80 * MB
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shutil
 import signal
 import tempfile
@@ -37,35 +36,11 @@ from actions import pgtools
 from actions.backup import take_backup
 from actions.db import quote_ident, with_database
 from actions.restore import drop_previous, restore
+from bench.common import admin_exec, cpu_model, fetchval, run_tool
 
 RESULTS = Path(__file__).resolve().parent / "results" / "backup.md"
 DB = "mbbench_backup"
 ENV = "bench"
-
-
-async def _admin_exec(admin: str, *sql: str) -> None:
-    conn = await asyncpg.connect(admin, timeout=10)
-    try:
-        for s in sql:
-            await conn.execute(s)
-    finally:
-        await conn.close()
-
-
-async def _fetchval(url: str, sql: str) -> object:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        return await conn.fetchval(sql)
-    finally:
-        await conn.close()
-
-
-async def _run(*args: str | Path, env: dict[str, str] | None = None) -> None:
-    proc = await asyncio.create_subprocess_exec(*(str(a) for a in args), env=env,
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed: {err.decode()[-500:]}")
 
 
 @dataclass
@@ -116,13 +91,6 @@ def longest_outage(probes: list[Probe], slow: float = 0.2) -> float:
     if window_start is not None and probes:
         longest = max(longest, probes[-1].end - window_start)
     return longest
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 async def _drop_bench_databases(admin: str, *, keep_main: bool = False) -> list[str]:
@@ -205,8 +173,8 @@ async def main(argv: list[str] | None = None) -> None:
     if task is not None:  # SIGTERM cancels the run like Ctrl-C does, so the clean-up below still runs
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     admin, url = args.admin_url, with_database(args.admin_url, DB)
-    server_version = str(await _fetchval(admin, "SHOW server_version"))
-    major = int(str(await _fetchval(admin, "SHOW server_version_num"))) // 10000
+    server_version = str(await fetchval(admin, "SHOW server_version"))
+    major = int(str(await fetchval(admin, "SHOW server_version_num"))) // 10000
     pgbench = pgtools.find_pg_tool("pgbench", major)
     dump = pgtools.find_pg_tool("pg_dump", major)
     conninfo, env = pgtools.libpq_args(url)
@@ -216,11 +184,11 @@ async def main(argv: list[str] | None = None) -> None:
     windows: list[Window] = []
     try:
         await _drop_bench_databases(admin)
-        await _admin_exec(admin, f"CREATE DATABASE {quote_ident(DB)}")
+        await admin_exec(admin, f"CREATE DATABASE {quote_ident(DB)}")
         t0 = time.monotonic()
         print(f"generating: pgbench -i -s {args.scale} …", flush=True)
-        await _run(pgbench.path, "-i", "-q", "-s", str(args.scale), "-d", conninfo, env=env)
-        size = int(str(await _fetchval(url, "SELECT pg_database_size(current_database())")))
+        await run_tool(pgbench.path, "-i", "-q", "-s", str(args.scale), "-d", conninfo, env=env)
+        size = int(str(await fetchval(url, "SELECT pg_database_size(current_database())")))
         print(f"  {size / 2**20:.0f} MB in {time.monotonic() - t0:.0f}s", flush=True)
 
         # 1. backup time: each round times all three, in alternating order
@@ -231,7 +199,7 @@ async def main(argv: list[str] | None = None) -> None:
             for which in (("raw", "migrabot", "parallel") if run % 2 == 0 else ("parallel", "migrabot", "raw")):
                 t = time.monotonic()
                 if which == "raw":
-                    await _run(dump.path, "-Fc", "-f", work / f"raw{run}.pgdump", "-d", conninfo, env=env)
+                    await run_tool(dump.path, "-Fc", "-f", work / f"raw{run}.pgdump", "-d", conninfo, env=env)
                     raw_times.append(time.monotonic() - t)
                     raw_size = (work / f"raw{run}.pgdump").stat().st_size
                     (work / f"raw{run}.pgdump").unlink()
@@ -266,7 +234,7 @@ async def main(argv: list[str] | None = None) -> None:
     par_ratios = [p / r for p, r in zip(par_times, raw_times, strict=True)]
     par_vs_mb = [p / m for p, m in zip(par_times, mb_times, strict=True)]
     faster = sum(r < 1 for r in par_vs_mb)
-    cpu = _cpu_model()
+    cpu = cpu_model()
     big, small = (label for label, *_ in PROBED)
 
     def rows(mode: str) -> list[Window]:

@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import hashlib
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -50,6 +49,7 @@ from actions import pgtools
 from actions.backup import take_backup
 from actions.db import quote_ident, with_database
 from actions.rehearsal import RehearsalResult, rehearse
+from bench.common import admin_exec, cpu_model, fetchval, percentile, run_tool
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rehearsal.md"
 DB = "mbbench_rehearsal"
@@ -75,31 +75,6 @@ VALUES ('1', '{checksum}', now(), '20240101000000_init', 1);
 INIT = "-- pgbench -i made the tables\nSELECT 1;\n"
 
 
-async def _admin_exec(admin: str, *sql: str) -> None:
-    conn = await asyncpg.connect(admin, timeout=10)
-    try:
-        for s in sql:
-            await conn.execute(s)
-    finally:
-        await conn.close()
-
-
-async def _fetchval(url: str, sql: str) -> object:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        return await conn.fetchval(sql)
-    finally:
-        await conn.close()
-
-
-async def _run(*args: str | Path, env: dict[str, str] | None = None) -> None:
-    proc = await asyncio.create_subprocess_exec(*(str(a) for a in args), env=env,
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed: {err.decode()[-500:]}")
-
-
 def _write_migrations(folder: Path) -> None:
     for name, sql in {"20240101000000_init": INIT, **MIGRATIONS}.items():
         (folder / name).mkdir(parents=True, exist_ok=True)
@@ -112,25 +87,25 @@ async def _baseline(admin: str, dump: Path, folder: Path, jobs: int, major: int)
     psql = pgtools.find_pg_tool("psql", major)
     url = with_database(admin, BASELINE_DB)
     conninfo, env = pgtools.libpq_args(url)
-    await _admin_exec(admin, f"DROP DATABASE IF EXISTS {quote_ident(BASELINE_DB)} WITH (FORCE)")
+    await admin_exec(admin, f"DROP DATABASE IF EXISTS {quote_ident(BASELINE_DB)} WITH (FORCE)")
     t0 = time.monotonic()
-    await _admin_exec(admin, f"CREATE DATABASE {quote_ident(BASELINE_DB)}")
-    await _run(restore.path, "--no-owner", "-j", str(jobs), "-d", conninfo, dump, env=env)
+    await admin_exec(admin, f"CREATE DATABASE {quote_ident(BASELINE_DB)}")
+    await run_tool(restore.path, "--no-owner", "-j", str(jobs), "-d", conninfo, dump, env=env)
     files: dict[str, float] = {}
     for name, sql in MIGRATIONS.items():
         single = [] if "CONCURRENTLY" in sql else ["-1"]
         t = time.monotonic()
-        await _run(psql.path, "-X", "-q", "-v", "ON_ERROR_STOP=1", *single, "-d", conninfo,
+        await run_tool(psql.path, "-X", "-q", "-v", "ON_ERROR_STOP=1", *single, "-d", conninfo,
                    "-f", folder / name / "migration.sql", env=env)
         files[name] = time.monotonic() - t
     total = time.monotonic() - t0
-    await _admin_exec(admin, f"DROP DATABASE IF EXISTS {quote_ident(BASELINE_DB)} WITH (FORCE)")
+    await admin_exec(admin, f"DROP DATABASE IF EXISTS {quote_ident(BASELINE_DB)} WITH (FORCE)")
     return total, files
 
 
 async def _reference_hold(admin: str, sql: str) -> float:
     """Client-timed BEGIN; sql; COMMIT on a template copy of the generated database."""
-    await _admin_exec(admin, f"DROP DATABASE IF EXISTS {quote_ident(REFERENCE_DB)} WITH (FORCE)",
+    await admin_exec(admin, f"DROP DATABASE IF EXISTS {quote_ident(REFERENCE_DB)} WITH (FORCE)",
                       f"CREATE DATABASE {quote_ident(REFERENCE_DB)} TEMPLATE {quote_ident(DB)}")
     try:
         conn = await asyncpg.connect(with_database(admin, REFERENCE_DB), timeout=10)
@@ -141,7 +116,7 @@ async def _reference_hold(admin: str, sql: str) -> float:
         finally:
             await conn.close()
     finally:
-        await _admin_exec(admin, f"DROP DATABASE IF EXISTS {quote_ident(REFERENCE_DB)} WITH (FORCE)")
+        await admin_exec(admin, f"DROP DATABASE IF EXISTS {quote_ident(REFERENCE_DB)} WITH (FORCE)")
 
 
 PROBE_EVERY = 0.05
@@ -183,15 +158,7 @@ async def _impact(url: str, folder: Path, backups: Path, jobs: int) -> tuple[lis
 
 
 def _ms(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return 1000 * ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+    return 1000 * percentile(values, p)
 
 
 def _within(reported: float, reference: float) -> bool:
@@ -213,8 +180,8 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated database")
     args = parser.parse_args(argv)
     admin, url = args.admin_url, with_database(args.admin_url, DB)
-    server_version = str(await _fetchval(admin, "SHOW server_version"))
-    major = int(str(await _fetchval(admin, "SHOW server_version_num"))) // 10000
+    server_version = str(await fetchval(admin, "SHOW server_version"))
+    major = int(str(await fetchval(admin, "SHOW server_version_num"))) // 10000
     pgbench = pgtools.find_pg_tool("pgbench", major)
     conninfo, env = pgtools.libpq_args(url)
     scale = max(1, round(args.size_mb / 15))
@@ -224,13 +191,13 @@ async def main(argv: list[str] | None = None) -> None:
     plain_runs: list[tuple[float, dict[str, float]]] = []
     results: list[tuple[float, RehearsalResult]] = []
     try:
-        await _admin_exec(admin, f"DROP DATABASE IF EXISTS {quote_ident(DB)} WITH (FORCE)",
+        await admin_exec(admin, f"DROP DATABASE IF EXISTS {quote_ident(DB)} WITH (FORCE)",
                           f"CREATE DATABASE {quote_ident(DB)}")
         print(f"generating: pgbench -i -s {scale} …", flush=True)
         t0 = time.monotonic()
-        await _run(pgbench.path, "-i", "-q", "-s", str(scale), "-d", conninfo, env=env)
-        await _admin_exec(url, PRISMA_TABLE.format(checksum=hashlib.sha256(INIT.encode()).hexdigest()))
-        size = int(str(await _fetchval(url, "SELECT pg_database_size(current_database())")))
+        await run_tool(pgbench.path, "-i", "-q", "-s", str(scale), "-d", conninfo, env=env)
+        await admin_exec(url, PRISMA_TABLE.format(checksum=hashlib.sha256(INIT.encode()).hexdigest()))
+        size = int(str(await fetchval(url, "SELECT pg_database_size(current_database())")))
         print(f"  {size / 2**20:.0f} MB in {time.monotonic() - t0:.0f}s", flush=True)
         not_null_ref = await _reference_hold(admin, MIGRATIONS["20240101000002_filler_required"].strip().rstrip(";"))
         info = await take_backup(url, work / "backups", ENV, reason="bench", requested_by="bench")
@@ -239,7 +206,7 @@ async def main(argv: list[str] | None = None) -> None:
             for which in (("plain", "rehearsal") if run % 2 == 0 else ("rehearsal", "plain")):
                 # both start from a checkpoint: neither pays for flushing what the other left dirty
                 # (PostgreSQL 15's DROP DATABASE, which the rehearsal ends with, forces a checkpoint)
-                await _admin_exec(admin, "CHECKPOINT")
+                await admin_exec(admin, "CHECKPOINT")
                 if which == "plain":
                     total, files = await _baseline(admin, info.dump_path, folder, args.jobs, major)
                     plain_runs.append((total, files))
@@ -251,14 +218,14 @@ async def main(argv: list[str] | None = None) -> None:
                     assert result.ok, [m.verdict for m in result.migrations]
                     print(f"  rehearsal: {results[-1][0]:.1f}s (restore {result.restore_seconds:.1f}s, analyze "
                           f"{result.analyze_seconds:.1f}s)", flush=True)
-        await _admin_exec(admin, "CHECKPOINT")
+        await admin_exec(admin, "CHECKPOINT")
         alone, during, impact_seconds = await _impact(url, folder, work / "backups", args.jobs)
         print(f"  prod impact: p99 {_ms(alone, 99):.1f} ms alone, {_ms(during, 99):.1f} ms during a rehearsal",
               flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
-            await _admin_exec(admin, *(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)"
+            await admin_exec(admin, *(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)"
                                        for db in (DB, BASELINE_DB, REFERENCE_DB)))
 
     plain, plain_files = min(plain_runs, key=lambda p: p[0])
@@ -272,7 +239,7 @@ async def main(argv: list[str] | None = None) -> None:
     lines = [
         "# Rehearsal benchmark (`python -m bench.rehearsal`)",
         "",
-        f"- Machine: {os.cpu_count()} CPUs (`nproc`), {_cpu_model()}; PostgreSQL {server_version}",
+        f"- Machine: {os.cpu_count()} CPUs (`nproc`), {cpu_model()}; PostgreSQL {server_version}",
         f"- Database: `pgbench -i -s {scale}`, {size / 2**20:.0f} MB on disk; 5 pending migrations (ADD COLUMN, "
         "SET NOT NULL, CREATE INDEX CONCURRENTLY, ALTER COLUMN TYPE bigint, LOCK + pg_sleep(2)); "
         f"pg_restore -j{args.jobs} for both; best of {args.runs} run(s), alternating order",

@@ -42,6 +42,7 @@ import aiohttp
 import asyncpg
 
 from actions.db import quote_ident, with_database
+from bench.common import percentile
 from bot.simulator.local_slack import LocalSlack
 from bot.simulator.slack_requests import SlackDriver
 
@@ -52,11 +53,6 @@ MIGRATIONS = {
     "20240101000000_init": "CREATE TABLE t (id int);\n",
     "20240102000000_slow": "SELECT pg_sleep(600);\nALTER TABLE t ADD COLUMN c int;\n",
 }
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 def free_port() -> int:
