@@ -12,6 +12,38 @@ from pathlib import Path
 
 import asyncpg
 
+from actions.db import quote_ident, with_database
+
+
+async def connect_admin(admin: str) -> asyncpg.Connection:
+    """A connection to the admin database; waits out a moment of "too many clients" (a shared server)."""
+    for _ in range(50):
+        try:
+            return await asyncpg.connect(admin, timeout=10)
+        except asyncpg.TooManyConnectionsError:
+            await asyncio.sleep(0.2)
+    return await asyncpg.connect(admin, timeout=10)
+
+
+async def fresh_db(admin: str, name: str) -> str:
+    """An empty database ``name`` (dropped first if a crashed run left it); its URL."""
+    conn = await connect_admin(admin)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {quote_ident(name)}")
+    finally:
+        await conn.close()
+    return with_database(admin, name)
+
+
+async def drop_db(admin: str, name: str) -> None:
+    """Drop ``name`` if it exists, sessions and all."""
+    conn = await connect_admin(admin)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+    finally:
+        await conn.close()
+
 
 async def admin_exec(url: str, *sql: str) -> None:
     """Run each of ``sql`` on a connection of its own to ``url`` (CREATE/DROP DATABASE and the like)."""

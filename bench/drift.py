@@ -27,9 +27,9 @@ from pathlib import Path
 
 import asyncpg
 
-from actions.db import quote_ident, with_database
 from actions.deploy import deploy
 from actions.drift import check_drift
+from bench.common import drop_db, fresh_db
 
 UMAMI = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "umami" / "migrations"
 DEPLOY_LIMIT = 120.0
@@ -60,22 +60,6 @@ def generate(root: Path, tables: int, columns: int, per_migration: int) -> Path:
     return root
 
 
-async def _fresh_db(admin: str, name: str) -> str:
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {quote_ident(name)}")
-    finally:
-        await conn.close()
-    return with_database(admin, name)
-
-
-async def _drop_db(admin: str, name: str) -> None:
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
-    finally:
-        await conn.close()
 
 
 async def measure(admin: str, label: str, folder: Path, runs: int) -> tuple[float, float]:
@@ -83,7 +67,7 @@ async def measure(admin: str, label: str, folder: Path, runs: int) -> tuple[floa
     floors, checks = [], []
     for run in range(runs):
         for attempt in range(3):
-            url = await _fresh_db(admin, f"bench_drift_{run}")
+            url = await fresh_db(admin, f"bench_drift_{run}")
             t0 = time.perf_counter()
             try:
                 result = await asyncio.wait_for(deploy(url, folder), DEPLOY_LIMIT)
@@ -98,7 +82,7 @@ async def measure(admin: str, label: str, folder: Path, runs: int) -> tuple[floa
         report = await check_drift(url, folder, env_name="bench", prisma=False)
         checks.append(time.perf_counter() - t0)
         assert report.in_sync, report.describe()
-        await _drop_db(admin, f"bench_drift_{run}")
+        await drop_db(admin, f"bench_drift_{run}")
     floor, check = statistics.median(floors), statistics.median(checks)
     target = 1.5 * floor + 1.0
     print(f"{label}: drift {check:.3f}s, floor (deploy to an empty database) {floor:.3f}s, "

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import asyncpg
 
-from actions.db import quote_ident, with_database
 from actions.deploy import deploy
 from actions.migrations_dir import read_migrations
+from bench.common import drop_db, fresh_db
 from bot.config import RetryPolicy
 
 UMAMI = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "umami" / "migrations"
@@ -79,32 +79,7 @@ async def _dbmate(binary: str, url: str, folder: Path) -> None:
         raise RuntimeError(f"dbmate failed: {err.decode()[:500]}")
 
 
-async def _admin(admin: str) -> asyncpg.Connection:
-    """A connection to the admin database; waits out a moment of "too many clients" (a shared server)."""
-    for _ in range(50):
-        try:
-            return await asyncpg.connect(admin)
-        except asyncpg.TooManyConnectionsError:
-            await asyncio.sleep(0.2)
-    return await asyncpg.connect(admin)
 
-
-async def _fresh_db(admin: str, name: str) -> str:
-    conn = await _admin(admin)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {quote_ident(name)}")
-    finally:
-        await conn.close()
-    return with_database(admin, name)
-
-
-async def _drop_db(admin: str, name: str) -> None:
-    conn = await _admin(admin)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
-    finally:
-        await conn.close()
 
 
 async def _psql(url: str, *args: str) -> None:
@@ -156,7 +131,7 @@ async def throughput(admin: str, label: str, folder: Path, runs: int = 3,
             for tool in tools[run % len(tools):] + tools[:run % len(tools)]:
                 name = f"bench_engine_{run}_{tool}"
                 try:
-                    url = await _fresh_db(admin, name)
+                    url = await fresh_db(admin, name)
                     t0 = time.perf_counter()
                     if tool == "psql":
                         await _psql(url, "-f", str(concat))
@@ -167,7 +142,7 @@ async def throughput(admin: str, label: str, folder: Path, runs: int = 3,
                         assert result.ok, result.failed
                     times[tool].append(time.perf_counter() - t0)
                 finally:
-                    await _drop_db(admin, name)
+                    await drop_db(admin, name)
     medians = {tool: statistics.median(t) for tool, t in times.items()}
     floor = medians["psql"]
     figures = ", ".join(f"{tool} {t:.3f}s ({t / floor:.2f}x)" for tool, t in medians.items() if tool != "psql")
@@ -190,9 +165,9 @@ class Stall:
 
 async def _stall(admin: str, hold: float, apply) -> Stall:  # type: ignore[no-untyped-def]
     try:
-        return await _stall_on(await _fresh_db(admin, "bench_engine_stall"), hold, apply)
+        return await _stall_on(await fresh_db(admin, "bench_engine_stall"), hold, apply)
     finally:
-        await _drop_db(admin, "bench_engine_stall")
+        await drop_db(admin, "bench_engine_stall")
 
 
 async def _stall_on(url: str, hold: float, apply) -> Stall:  # type: ignore[no-untyped-def]
