@@ -164,6 +164,30 @@ async def _terminate(url: str, pid: int) -> None:
         await conn.close()
 
 
+def _cut_while_blocked(url: str, lock: list[str], argv: list[str], like: str) -> tuple[int, str]:
+    """Run ``migrabot ARGV`` while ``lock`` (SQL) holds a table it reads; terminate its session once it
+    waits on ``like``. Returns the exit code and stderr."""
+    async def scenario() -> tuple[int, str]:
+        locker = await asyncpg.connect(url)
+        try:
+            for sql in lock:
+                await locker.execute(sql)
+            proc = _start(*argv)
+            try:
+                pid = await _wait_for_backend(url, like, proc=proc)
+                await _terminate(url, pid)
+                _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+            return proc.returncode, err
+        finally:
+            await locker.close()
+
+    return asyncio.run(scenario())
+
+
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -236,24 +260,8 @@ def test_status_whose_connection_is_cut_is_one_sentence(database_url: str, tmp_p
     config = _write_config(tmp_path, database_url, folder)
     assert main(["deploy", "test", "--config", str(config)]) == 0
 
-    async def scenario() -> tuple[int, str]:
-        locker = await asyncpg.connect(database_url)
-        try:
-            await locker.execute("BEGIN; LOCK TABLE _prisma_migrations IN ACCESS EXCLUSIVE MODE")
-            proc = _start("status", "test", "--config", str(config))
-            try:
-                pid = await _wait_for_backend(database_url, "%FROM _prisma_migrations%", proc=proc)
-                await _terminate(database_url, pid)
-                _, err = await asyncio.to_thread(proc.communicate, timeout=60)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.communicate()
-            return proc.returncode, err
-        finally:
-            await locker.close()
-
-    code, err = asyncio.run(scenario())
+    code, err = _cut_while_blocked(database_url, ["BEGIN; LOCK TABLE _prisma_migrations IN ACCESS EXCLUSIVE MODE"],
+                                   ["status", "test", "--config", str(config)], "%FROM _prisma_migrations%")
     assert code == 2 and "Traceback" not in err and "internal error" not in err, err
     assert "lost the database connection" in err and "nothing was changed" in err
 
@@ -263,25 +271,9 @@ def test_report_whose_connection_is_cut_is_one_sentence(database_url: str, tmp_p
     folder = make_migrations(tmp_path / "m", {"01_a": "CREATE TABLE a (x int);"})
     config = _write_config(tmp_path, database_url, folder)
 
-    async def scenario() -> tuple[int, str]:
-        locker = await asyncpg.connect(database_url)
-        try:
-            await locker.execute("CREATE TABLE big (x int)")
-            await locker.execute("BEGIN; LOCK TABLE big IN ACCESS EXCLUSIVE MODE")
-            proc = _start("report", "test", "--config", str(config))
-            try:
-                pid = await _wait_for_backend(database_url, "%pg_total_relation_size%", proc=proc)
-                await _terminate(database_url, pid)
-                _, err = await asyncio.to_thread(proc.communicate, timeout=60)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.communicate()
-            return proc.returncode, err
-        finally:
-            await locker.close()
-
-    code, err = asyncio.run(scenario())
+    code, err = _cut_while_blocked(
+        database_url, ["CREATE TABLE big (x int)", "BEGIN; LOCK TABLE big IN ACCESS EXCLUSIVE MODE"],
+        ["report", "test", "--config", str(config)], "%pg_total_relation_size%")
     assert code == 2 and "Traceback" not in err and "internal error" not in err, err
     assert "lost the database connection while running the monitoring queries" in err and err.count("\n") == 1
     assert "nothing was changed" in err
