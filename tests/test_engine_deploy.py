@@ -222,3 +222,25 @@ def test_reading_folders(tmp_path: Path) -> None:
     (folder / "02_empty").rmdir()
     (m,) = read_migrations(folder)
     assert m.down_sql_path == folder / "01_a" / "rollback.sql" and m.transactional
+
+
+async def test_statement_by_statement_keeps_functions_rules_and_non_ascii_names_whole(
+        database_url: str, tmp_path: Path) -> None:
+    # CONCURRENTLY makes the file run statement by statement, so the splitter decides what PostgreSQL
+    # receives: a BEGIN ATOMIC body, a rule's (...; ...) and an unquoted non-ASCII name must stay whole
+    folder = make_migrations(tmp_path / "m", {
+        "01_mixed": "CREATE TABLE café (prix int);\nCOMMENT ON TABLE café IS 'ça';\n"
+                    "CREATE TABLE log (n int, élan int);\n"
+                    "CREATE FUNCTION twice(a int) RETURNS int LANGUAGE sql\n"
+                    "BEGIN ATOMIC SELECT CASE WHEN a > 0 THEN a * 2 ELSE 0 END; END;\n"
+                    "CREATE RULE café_log AS ON INSERT TO café DO ALSO (INSERT INTO log VALUES (1); "
+                    "INSERT INTO log VALUES (2));\n"
+                    "CREATE INDEX CONCURRENTLY café_prix ON café (prix);",
+    })
+    status = await migration_status(database_url, folder)
+    assert status.non_transactional == ["01_mixed"]
+    result = await deploy(database_url, folder)
+    assert result.ok, result.failed
+    assert await fetchval(database_url, "SELECT twice(21)") == 42
+    await fetchval(database_url, "INSERT INTO café VALUES (1)")
+    assert await fetchval(database_url, "SELECT count(*) FROM log") == 2

@@ -109,3 +109,28 @@ def test_add_value_only_flagged_before_pg12() -> None:
     sql = "ALTER TYPE mood ADD VALUE 'meh';"
     assert non_transactional_reason(sql, server_version=110000) is not None
     assert non_transactional_reason(sql, server_version=150000) is None
+
+
+def test_function_body_after_another_statement_is_one_statement() -> None:
+    # a BEGIN ATOMIC body is recognised wherever the CREATE FUNCTION stands in the file, not only first
+    sql = ("CREATE TABLE t (x int);\nCREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql\n"
+           "BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 2 END; END;\nSELECT f()")
+    stmts = split_sql(sql)
+    assert [s.line for s in stmts] == [1, 2, 4]
+    assert stmts[1].text.endswith("END") and stmts[2].text == "SELECT f()"
+
+
+def test_semicolons_inside_parentheses_do_not_split() -> None:
+    # psql's rule: a multi-action rule is one statement
+    sql = "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); INSERT INTO b VALUES (2)); SELECT 1"
+    assert texts(sql) == [sql.rsplit("; ", 1)[0], "SELECT 1"]
+    # a parameter named like a keyword, inside parentheses, opens no block
+    assert len(texts("CREATE FUNCTION g(begin int) RETURNS int LANGUAGE sql RETURN 1; SELECT 2")) == 2
+
+
+def test_non_ascii_identifiers() -> None:
+    # PostgreSQL takes every non-ASCII character as an identifier character (unquoted names included)
+    assert texts("CREATE TABLE café (prix€ int); SELECT naïve$1$ FROM café") == [
+        "CREATE TABLE café (prix€ int)", "SELECT naïve$1$ FROM café"]
+    assert texts("SELECT $é$ ; $é$; SELECT 2") == ["SELECT $é$ ; $é$", "SELECT 2"]
+    assert texts("SELECT élan FROM t; SELECT 2") == ["SELECT élan FROM t", "SELECT 2"]
