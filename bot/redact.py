@@ -37,6 +37,17 @@ _SLACK_TOKEN = re.compile(r"\b(?P<pre>xox[abposre]-|xoxe\.xox[bp]-|xapp-)(?P<pw>
 # an HTTP Authorization header value
 _BEARER = re.compile(r"(?P<pre>\bBearer\s+)(?P<pw>[A-Za-z0-9._~+/=-]{8,})")
 
+# Each pattern with a cheap test of the lower-cased text that every match of it passes: most text
+# (a lint report, a rendered run) passes none, and running the patterns on it costs far more.
+_PATTERNS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
+    (_URL_PASSWORD, re.compile("://")),
+    # re.I lets "s" match "\u017f" (long s), which lower() keeps
+    (_KV_PASSWORD, re.compile("(?:pa[s\u017f][s\u017f]w(?:or)?d|pwd)\\s*=")),
+    (_ENV_PASSWORD, re.compile("pgpassword=")),
+    (_SLACK_TOKEN, re.compile("xox|xapp-")),
+    (_BEARER, re.compile("bearer")),
+)
+
 # The environment variables whose values are secrets wherever they appear.
 SECRET_ENV_VARS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "PGPASSWORD")
 
@@ -77,9 +88,15 @@ def redact(text: Any) -> str:
     for secret in secrets:
         if secret in s:
             s = s.replace(secret, MASK)
-    for pattern in (_URL_PASSWORD, _KV_PASSWORD, _ENV_PASSWORD, _SLACK_TOKEN, _BEARER):
-        s = pattern.sub(lambda m: m.group("pre") + MASK, s)
+    lowered = s.lower()
+    for pattern, hint in _PATTERNS:
+        if hint.search(lowered):
+            s = pattern.sub(_masked, s)
     return s
+
+
+def _masked(m: re.Match[str]) -> str:
+    return m.group("pre") + MASK
 
 
 def redact_obj(value: Any) -> Any:

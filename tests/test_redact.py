@@ -26,6 +26,12 @@ from bot.redact import RedactingFilter, install_log_redaction, redact, redact_ob
     ("token xoxb-123456-7890-abcdefSECRET", "abcdefSECRET"),
     ("app token xapp-1-A0123-456-abcdefSECRET", "abcdefSECRET"),
     ("Authorization: Bearer abcdefSECRET123", "abcdefSECRET123"),
+    # the key in any case, and spelled with a long s (which case-insensitive matching folds to "s")
+    ("HOST=db PASSWORD=s3cretpw", "s3cretpw"),
+    ("pa\u017f\u017fword=s3cretpw", "s3cretpw"),
+    # a secret at the end of a long text (a lint report, a run's log) is found all the same
+    ('ALTER TABLE "user" ADD COLUMN "password" TEXT;\n' * 2000 + "postgresql://app:s3cretpw@db/prod",
+     "s3cretpw"),
 ])
 def test_secrets_are_masked(text, secret):
     out = redact(text)
