@@ -61,7 +61,16 @@ from typing import Any
 
 from actions.errors import ActionError
 from actions.sqlsplit import Statement, split_sql, statement_non_transactional_reason
-from actions.squawk import SQUAWK_TIMEOUT, SquawkRun, migration_files, run_squawk, squawk_binary
+from actions.squawk import (
+    DEFAULT_EXCLUDE,
+    SQUAWK_TIMEOUT,
+    SquawkRun,
+    migration_files,
+    migration_paths,
+    run_squawk,
+    squawk_binary,
+    start_squawk,
+)
 
 __all__ = [
     "DEFAULT_EXCLUDE",
@@ -76,22 +85,10 @@ __all__ = [
     "migration_files",
     "run_squawk",
     "squawk_binary",
+    "start_squawk",
 ]
 
 
-DEFAULT_EXCLUDE: tuple[str, ...] = (
-    "prefer-robust-stmts",
-    "prefer-text-field",
-    "ban-char-field",
-    "prefer-bigint-over-int",
-    "prefer-bigint-over-smallint",
-    "prefer-identity",
-    "prefer-timestamp-tz",
-    "prefer-timestamptz",
-    "require-timeout-settings",
-    "require-lock-timeout",
-    "require-statement-timeout",
-)
 STATEMENT_CHARS = 200
 
 # --- the runbook's advice -----------------------------------------------------------------------
@@ -452,20 +449,6 @@ def _lint(items: list[tuple[str, str, str | None]], excluded: set[str], timeout:
 def lint_sql(name: str, sql: str, *, exclude: Iterable[str] = DEFAULT_EXCLUDE) -> MigrationLint:
     """Lint one migration's SQL."""
     return lint_migrations([(name, sql)], exclude=exclude).migrations[0]
-
-
-def migration_paths(migrations_dir: str | os.PathLike[str], names: list[str]) -> list[str]:
-    """``<dir>/<name>/migration.sql`` for each name: the paths squawk is given (and reports findings for)."""
-    root = os.fspath(migrations_dir)
-    return [os.path.join(root, name, "migration.sql") for name in names]
-
-
-def start_squawk(migrations_dir: Path, names: list[str] | None = None, exclude: Iterable[str] = DEFAULT_EXCLUDE,
-                 *, timeout: float = SQUAWK_TIMEOUT) -> SquawkRun:
-    """squawk started on a folder's migrations, to hand to :func:`lint_folder` (``squawk=``) once the
-    caller knows the rest: it runs while the caller reads its configuration."""
-    names = migration_files(migrations_dir) if names is None else names
-    return SquawkRun(migration_paths(migrations_dir, names), exclude=exclude, timeout=timeout)
 
 
 def lint_folder(migrations_dir: Path, names: list[str] | None = None, exclude: Iterable[str] = DEFAULT_EXCLUDE,

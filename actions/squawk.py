@@ -14,17 +14,34 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from typing import IO, Any
 
 from actions.errors import ActionError
 
+# typing.TYPE_CHECKING without importing typing (start-up time); mypy takes the name as True
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import IO, Any
+
 SQUAWK_TIMEOUT = 60.0
+
+#: The rules migrabot tells squawk to skip unless ``[lint] exclude`` says otherwise (why each: actions.lint).
+DEFAULT_EXCLUDE: tuple[str, ...] = (
+    "prefer-robust-stmts",
+    "prefer-text-field",
+    "ban-char-field",
+    "prefer-bigint-over-int",
+    "prefer-bigint-over-smallint",
+    "prefer-identity",
+    "prefer-timestamp-tz",
+    "prefer-timestamptz",
+    "require-timeout-settings",
+    "require-lock-timeout",
+    "require-statement-timeout",
+)
 
 #: Rules squawk may be told to skip (``--exclude``): names squawk 2.x knows. squawk refuses a name it
 #: does not know, so only these are passed to it; every exclusion is applied again to its findings.
@@ -40,10 +57,31 @@ def squawk_binary() -> str:
     here = os.path.join(os.path.dirname(sys.executable), "squawk.exe" if os.name == "nt" else "squawk")
     if os.path.exists(here):
         return here
-    found = shutil.which("squawk")
-    if found:
-        return found
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):  # shutil.which, without shutil
+        found = os.path.join(folder or os.curdir, "squawk")
+        if os.path.isfile(found) and os.access(found, os.X_OK):
+            return found
     raise ActionError("squawk is not installed: run `pip install squawk-cli` in migrabot's environment")
+
+
+def _scratch_file() -> IO[bytes]:
+    """An unnamed read-write file that vanishes when closed: tempfile.TemporaryFile's job, without loading
+    tempfile (O_TMPFILE on Linux; elsewhere a file created exclusively and unlinked at once)."""
+    folder = os.environ.get("TMPDIR") or "/tmp"
+    if hasattr(os, "O_TMPFILE"):
+        try:
+            return open(os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o600), "w+b")
+        except OSError:  # a file system without O_TMPFILE
+            pass
+    for attempt in range(100):
+        path = os.path.join(folder, f"migrabot-squawk-{os.getpid()}-{time.monotonic_ns()}-{attempt}")
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        except FileExistsError:
+            continue
+        os.unlink(path)
+        return open(fd, "w+b")
+    raise ActionError(f"cannot create a scratch file in {folder}: check that it exists and is writable (TMPDIR)")
 
 
 def migration_files(migrations_dir: str | os.PathLike[str]) -> list[str]:
@@ -74,7 +112,7 @@ class SquawkRun:
     def _start(self, skipped: tuple[str, ...]) -> None:
         cmd = [squawk_binary(), "--reporter", "json", *(["--exclude", ",".join(skipped)] if skipped else []),
                *self.paths]
-        self._out, self._err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        self._out, self._err = _scratch_file(), _scratch_file()
         self._started = time.monotonic()
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err)
@@ -141,3 +179,17 @@ def run_squawk(paths: Sequence[str | os.PathLike[str]], *, timeout: float = SQUA
                exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
     """squawk's JSON findings for ``paths`` (one process for all of them), waiting for them."""
     return SquawkRun(paths, exclude=exclude, timeout=timeout).result()
+
+
+def migration_paths(migrations_dir: str | os.PathLike[str], names: list[str]) -> list[str]:
+    """``<dir>/<name>/migration.sql`` for each name: the paths squawk is given (and reports findings for)."""
+    root = os.fspath(migrations_dir)
+    return [os.path.join(root, name, "migration.sql") for name in names]
+
+
+def start_squawk(migrations_dir: str | os.PathLike[str], names: list[str] | None = None,
+                 exclude: Iterable[str] = DEFAULT_EXCLUDE, *, timeout: float = SQUAWK_TIMEOUT) -> SquawkRun:
+    """squawk started on a folder's migrations, to hand to ``actions.lint.lint_folder`` (``squawk=``) once
+    the caller knows the rest: it runs while the caller loads the linter and reads its configuration."""
+    names = migration_files(migrations_dir) if names is None else names
+    return SquawkRun(migration_paths(migrations_dir, names), exclude=exclude, timeout=timeout)

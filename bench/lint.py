@@ -3,7 +3,10 @@
     python -m bench.lint [--rounds 15] [--counts 5000] [--output bench/results/lint.md]
 
 Each command is a fresh process, as a CI job runs it (Python's start-up, the imports and squawk's
-own run all count). Per round the commands take turns (the order rotates); the figures are the
+own run all count), with compiled modules as an installed migrabot has them: ``PYTHONPYCACHEPREFIX``
+in the temporary folder, written by the warm-up, even where ``PYTHONDONTWRITEBYTECODE`` is set (as
+``bench.startup`` does; without it every run compiles migrabot's modules again, 10 ms or more that no
+installed copy pays). Per round the commands take turns (the order rotates); the figures are the
 median of each command over the rounds, and the ratio is the median of the per-round ratios to raw
 squawk. Baselines:
 
@@ -86,7 +89,10 @@ def measure(folder: Path, rounds: int, plain: Path, configured: Path) -> dict[st
         "migrabot lint DIR, beside a migrabot.toml": ([migrabot, "lint", str(folder)], configured),
         "python -c pass": ([sys.executable, "-c", "pass"], plain),
     }
-    env = {k: v for k, v in os.environ.items() if k != "MIGRABOT_CONFIG"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MIGRABOT_CONFIG", "PYTHONDONTWRITEBYTECODE")}
+    # compiled modules, as an installed migrabot has them (pip compiles them at install): the warm-up
+    # writes them under the bench's temporary folder, whatever PYTHONDONTWRITEBYTECODE says here
+    env["PYTHONPYCACHEPREFIX"] = str(plain.parent / "pycache")
     times: dict[str, list[float]] = {name: [] for name in commands}
     names = list(commands)
     for _ in range(2):  # warm-up: the page cache, squawk's and Python's files

@@ -1,7 +1,8 @@
 """One place that removes secrets from text before it is shown or logged.
 
-Every log line (through :class:`RedactingFilter`), every CLI message and every
-Slack payload goes through :func:`redact`.
+Every log line (through :mod:`bot.log_redaction`), every CLI message and every
+Slack payload goes through :func:`redact`. It loads no logging and no URL parsing: every CLI
+command imports it before it does anything (``migrabot lint DIR`` starts squawk after it).
 
 >>> redact("postgresql://app:s3cret@db:5432/prod")
 'postgresql://app:***@db:5432/prod'
@@ -13,12 +14,14 @@ Slack payload goes through :func:`redact`.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections.abc import Mapping
-from typing import Any
-from urllib.parse import unquote
+
+# typing.TYPE_CHECKING without importing typing (start-up time); mypy takes the name as True
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MASK = "***"
 
@@ -68,9 +71,22 @@ def register_secret(value: str | None) -> None:
         return
     with _lock:
         _known_secrets.add(value)
-        decoded = unquote(value)
+        decoded = percent_decoded(value)
         if decoded != value and len(decoded) >= 4:
             _known_secrets.add(decoded)
+
+
+def percent_decoded(value: str) -> str:
+    """``urllib.parse.unquote(value)``: runs of ``%XX`` decoded as UTF-8 (invalid bytes replaced), without
+    loading urllib (every CLI command imports this module before it starts).
+
+    >>> percent_decoded("p%40ss%C3%A9%zz")
+    'p@ssé%zz'
+    """
+    return _PERCENT_RUN.sub(lambda m: bytes.fromhex(m.group().replace("%", "")).decode("utf-8", "replace"), value)
+
+
+_PERCENT_RUN = re.compile("(?:%[0-9A-Fa-f]{2})+")
 
 
 def register_env_secrets(environ: Mapping[str, str]) -> None:
@@ -112,33 +128,3 @@ def redact_obj(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [redact_obj(v) for v in value]
     return value
-
-
-class RedactingFilter(logging.Filter):
-    """A logging filter that redacts the formatted message of every record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string must not hide the log line
-            message = str(record.msg)
-        record.msg = redact(message)
-        record.args = None
-        if record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            record.exc_text = redact(
-                logging.Formatter().formatException(record.exc_info)
-            )
-            record.exc_info = None
-            del exc
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        return True
-
-
-def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    """Attach :class:`RedactingFilter` to every handler of ``logger`` (the root logger by default)."""
-    target = logger or logging.getLogger()
-    for handler in target.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())

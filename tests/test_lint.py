@@ -226,3 +226,38 @@ def test_a_squawk_that_refuses_the_exclusions_is_run_again_without_them(tmp_path
 def test_squawk_failing_without_output_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ActionError, match="squawk failed"):
         SquawkRun([tmp_path / "missing.sql"]).result()
+
+
+def test_cli_lint_folder_starts_squawk_before_loading_the_linter(tmp_path: Path) -> None:
+    # squawk's run is the floor of `migrabot lint DIR`: it starts before the linter, the splitter and
+    # logging load, so that their loading and the reading of the files overlap it
+    folder = _folder(tmp_path / "migrations", {"1_init": "CREATE TABLE t (id int);"})
+    script = ("import sys\nimport actions.squawk as sq\nstart = sq.SquawkRun._start\nseen = []\n"
+              "def spy(self, skipped):\n"
+              "    seen.append([m for m in ('actions.lint', 'actions.sqlsplit', 'logging', 'dataclasses', 'typing')"
+              " if m in sys.modules])\n"
+              "    return start(self, skipped)\n"
+              "sq.SquawkRun._start = spy\nfrom bot.cli import main\ncode = main(['lint', sys.argv[1]])\n"
+              "print(seen)\nsys.exit(code)\n")
+    env = {k: v for k, v in os.environ.items() if k != "MIGRABOT_CONFIG"}
+    done = subprocess.run([sys.executable, "-c", script, str(folder)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[[]]"  # one squawk, started with none of them loaded
+    assert "zero-downtime safe: yes" in done.stdout
+
+
+@pytest.mark.parametrize("tmpfile", [True, False], ids=["O_TMPFILE", "create-and-unlink"])
+def test_squawks_report_file_leaves_nothing_in_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      tmpfile: bool) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    if not tmpfile:
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    sql = tmp_path / "m.sql"
+    sql.write_text("ALTER TABLE t DROP COLUMN x;")
+    run = SquawkRun([sql])
+    assert list(scratch.iterdir()) == []  # no name is ever visible, even while squawk writes
+    assert "ban-drop-column" in [f["rule_name"] for f in run.result()]
+    assert list(scratch.iterdir()) == []

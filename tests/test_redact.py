@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import unquote
 
 import pytest
 
-from bot.redact import RedactingFilter, install_log_redaction, redact, redact_obj, register_env_secrets
+from bot.log_redaction import RedactingFilter, install_log_redaction
+from bot.redact import percent_decoded, redact, redact_obj, register_env_secrets
 
 
 @pytest.mark.parametrize(("text", "secret"), [
@@ -98,3 +100,9 @@ def test_installing_twice_adds_one_filter():
     logger, _ = _captured_logger("migrabot.test.redact2")
     install_log_redaction(logger)
     assert sum(isinstance(f, RedactingFilter) for f in logger.handlers[0].filters) == 1
+
+
+@pytest.mark.parametrize("text", ["plain", "p%40ss", "%C3%A9t%C3%A9", "%E2%82", "100%", "%zz%4", "a%2Fb%2fc",
+                                  "%F0%9F%98%80"])
+def test_a_percent_encoded_password_is_decoded_as_urllib_does(text: str) -> None:
+    assert percent_decoded(text) == unquote(text)

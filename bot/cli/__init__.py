@@ -10,21 +10,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import signal
 import sys
-import traceback
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from actions.errors import ActionError
 from bot import __version__
-from bot.redact import install_log_redaction, redact, redact_obj
+from bot.redact import redact, redact_obj
 from state.errors import StateVersionError
 
+# typing.TYPE_CHECKING without importing typing: every command pays for what this module imports
+# before it starts (`migrabot lint DIR` starts squawk right after); mypy takes the name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+    from typing import Any, TypeVar
+
     from bot.config import Config, Environment
+
+    T = TypeVar("T")
 
 # One module per group of commands; each defines register(subparsers).
 COMMAND_MODULES = (
@@ -133,9 +137,6 @@ def emit(args: argparse.Namespace, data: Any, text: str | Callable[[], str]) -> 
         print(redact(text() if callable(text) else text))
 
 
-T = TypeVar("T")
-
-
 class Terminated(Exception):
     """SIGTERM arrived while a command ran: it was cancelled, and its cleanup ran on the way out."""
 
@@ -203,11 +204,21 @@ def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.Argumen
 
 
 def _setup_logging(verbose: bool) -> None:
-    level = logging.DEBUG if verbose else (
-        logging.INFO if os.environ.get("MIGRABOT_LOG") else logging.WARNING)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_log_redaction()
+    """Warnings (or everything, with -v or $MIGRABOT_LOG) to stderr, redacted.
+
+    Done after a command's :func:`start` hook: loading logging is not free, and squawk should not wait
+    for it."""
+    # imported here, not at the top: see the docstring
+    from bot.log_redaction import log_to_stderr
+
+    log_to_stderr("DEBUG" if verbose else "INFO" if os.environ.get("MIGRABOT_LOG") else "WARNING")
+
+
+def _format_exception(exc: BaseException) -> str:
+    # imported here, not at the top: only -v after a failure prints a traceback
+    import traceback
+
+    return redact("".join(traceback.format_exception(exc)))
 
 
 def _server_errors() -> tuple[type[BaseException], ...]:
@@ -267,11 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     alone = ALONE.get(command_word(argv) or "")
     parser = build_parser((alone,) if alone else COMMAND_MODULES)
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     try:
+        start = getattr(args, "start", None)
+        if start is not None:  # a command's slowest outside work (lint: squawk), started before logging loads
+            start(args)
+        _setup_logging(args.verbose)
         return int(args.func(args) or 0)
     except _user_errors() as exc:
         print(redact(f"migrabot: {exc}"), file=sys.stderr)
@@ -281,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except _server_errors() as exc:  # from a command without its own sentence for them
         if args.verbose:
-            print(redact("".join(traceback.format_exception(exc))), file=sys.stderr)
+            print(_format_exception(exc), file=sys.stderr)
         print(redact(f"migrabot: {server_failure(args.command, exc)}"), file=sys.stderr)
         return EXIT_ERROR
     except Terminated:
@@ -291,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGTERM
     except Exception as exc:  # a bug: never leak a secret through the traceback
         if args.verbose:
-            print(redact("".join(traceback.format_exception(exc))), file=sys.stderr)
+            print(_format_exception(exc), file=sys.stderr)
         print(redact(f"migrabot: internal error ({type(exc).__name__}: {exc}); "
                      "run again with -v and report it"), file=sys.stderr)
         return EXIT_ERROR

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
-from actions.lint import DEFAULT_EXCLUDE, LintReport, lint_folder, migration_files, start_squawk
+from actions.squawk import DEFAULT_EXCLUDE, SquawkRun, migration_files, start_squawk
 from bot.cli import (
     CONFIG_FILE,
     EXIT_NO,
@@ -26,6 +25,11 @@ from bot.cli import (
     run_async,
 )
 
+# typing.TYPE_CHECKING without importing typing (see bot.cli); mypy takes the name as True
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from actions.lint import LintReport
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lint", help="classify migrations as zero-downtime safe or risky (runbook + squawk)",
@@ -37,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                       "the pending ones")
     add_config_option(p)
     add_json_option(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, start=start)
 
 
 def _exclude(args: argparse.Namespace) -> tuple[str, ...]:
@@ -46,24 +50,40 @@ def _exclude(args: argparse.Namespace) -> tuple[str, ...]:
     Read only when there is a file to read (bot.config's own rule: ``--config``, ``$MIGRABOT_CONFIG``,
     ``./migrabot.toml``): loading the configuration module takes longer than squawk on a hundred files,
     and without a file there is no ``[lint]`` section."""
-    if not (getattr(args, "config", None) or os.environ.get("MIGRABOT_CONFIG") or Path(CONFIG_FILE).is_file()):
+    if not (getattr(args, "config", None) or os.environ.get("MIGRABOT_CONFIG") or os.path.isfile(CONFIG_FILE)):
         return DEFAULT_EXCLUDE
     config = optional_config(args)
     return (config.lint_exclude if config is not None else ()) or DEFAULT_EXCLUDE
 
 
+def start(args: argparse.Namespace) -> None:
+    """squawk started on a folder's migrations before anything else is loaded or read (``main`` calls this
+    before it sets up logging): from here on, everything migrabot does overlaps squawk's run."""
+    if os.path.isdir(args.target):
+        names = migration_files(args.target)
+        args.squawk = (names, start_squawk(args.target, names))
+
+
 def run(args: argparse.Namespace) -> int:
-    folder = Path(args.target)
+    early: tuple[list[str], SquawkRun] | None = getattr(args, "squawk", None)
+    try:
+        # imported here, not at the top: the linter (the splitter, its dataclasses) loads while squawk runs
+        from actions.lint import LintReport, lint_folder
+    except BaseException:
+        if early is not None:
+            early[1].cancel()
+        raise
     heading: str
-    if folder.is_dir():
-        # squawk first (with the default exclusions), then the configuration, read while squawk runs;
-        # lint_folder runs squawk again only if the configuration wants a rule the default skips
-        names = migration_files(folder)
-        squawk = start_squawk(folder, names)
+    if os.path.isdir(args.target):
+        folder = args.target
+        # the configuration is read while squawk runs (with the default exclusions); lint_folder runs
+        # squawk again only if the configuration wants a rule the default skips
+        names, squawk = early if early is not None else (migration_files(folder), None)
         try:
             exclude = _exclude(args)
         except BaseException:
-            squawk.cancel()
+            if squawk is not None:
+                squawk.cancel()
             raise
         report = lint_folder(folder, names, exclude=exclude, squawk=squawk)
         heading = f"{len(report.migrations)} migration(s) in {folder}"
