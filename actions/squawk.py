@@ -126,6 +126,10 @@ class SquawkRun:
             if f is not None:
                 f.close()
 
+    def running(self) -> bool:
+        """True while squawk is still at work."""
+        return self._proc is not None and self._proc.poll() is None
+
     def cancel(self) -> None:
         """Stop it (its findings are not wanted)."""
         if self._proc is not None and self._proc.poll() is None:

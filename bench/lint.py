@@ -13,7 +13,10 @@ squawk. Baselines:
 * ``squawk --reporter json FILES``: raw squawk, every rule (the issue's baseline, target ≤ 2×);
 * ``squawk --reporter json --exclude RULES FILES``: squawk skipping the rules migrabot excludes by
   default (what migrabot asks squawk for; stricter);
-* ``python -c pass``: the interpreter's own start-up, for scale.
+* ``python -c pass``: the interpreter's own start-up, for scale;
+* two floors, what any Python front end to squawk costs before it does any work of its own: a Python
+  process that starts squawk on the files and waits for it (no import at all: ``os.posix_spawn``), and
+  one that also reads squawk's findings (``subprocess.run`` and ``json.loads``, as migrabot must).
 
 Corpora: the umami migrations (``../shared/corpus/umami/migrations``, 19 real files) when present,
 163 realistic migrations built from them (each round of the 19 with every quoted identifier
@@ -42,6 +45,16 @@ ROOT = Path(__file__).resolve().parent.parent
 UMAMI = ROOT.parent / "shared" / "corpus" / "umami" / "migrations"
 RESULTS = Path(__file__).resolve().parent / "results" / "lint.md"
 TARGET = 2.0
+
+#: Python front ends to squawk that do nothing else (see the module docstring), run as ``python -c``.
+SPAWN_ONLY = """import os, sys
+fd = os.open(os.devnull, os.O_WRONLY)
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, fd, 1)])
+os.waitpid(pid, 0)
+"""
+SPAWN_AND_READ = """import json, subprocess, sys
+findings = json.loads(subprocess.run(sys.argv[1:], capture_output=True).stdout or b"[]")
+"""
 
 
 def realistic(root: Path, count: int = 163) -> Path:
@@ -88,6 +101,10 @@ def measure(folder: Path, rounds: int, plain: Path, configured: Path) -> dict[st
         "migrabot lint DIR --json": ([migrabot, "lint", str(folder), "--json"], plain),
         "migrabot lint DIR, beside a migrabot.toml": ([migrabot, "lint", str(folder)], configured),
         "python -c pass": ([sys.executable, "-c", "pass"], plain),
+        "floor: Python starts squawk, waits": ([sys.executable, "-c", SPAWN_ONLY, squawk, "--reporter", "json",
+                                               *files], plain),
+        "floor: Python starts squawk, reads its JSON": ([sys.executable, "-c", SPAWN_AND_READ, squawk, "--reporter",
+                                                         "json", *files], plain),
     }
     env = {k: v for k, v in os.environ.items() if k not in ("MIGRABOT_CONFIG", "PYTHONDONTWRITEBYTECODE")}
     # compiled modules, as an installed migrabot has them (pip compiles them at install): the warm-up

@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from actions.errors import ActionError
 from actions.lint import DEFAULT_EXCLUDE, lint_folder, lint_migrations, lint_sql
-from actions.squawk import SquawkRun
+from actions.squawk import SquawkRun, start_squawk
 from bot.cli import ALONE, CONFIG_FILE, build_parser, command_word, main
 from bot.config import DEFAULT_CONFIG_PATH
 
@@ -261,3 +262,16 @@ def test_squawks_report_file_leaves_nothing_in_tmpdir(tmp_path: Path, monkeypatc
     assert list(scratch.iterdir()) == []  # no name is ever visible, even while squawk writes
     assert "ban-drop-column" in [f["rule_name"] for f in run.result()]
     assert list(scratch.iterdir()) == []
+
+
+def test_the_report_is_the_same_whether_files_are_split_before_or_after_squawk_answers(
+        umami_migrations: Path) -> None:
+    # migrabot splits statements only while squawk runs, then only what a finding (or --json's notes)
+    # needs: a squawk that has already finished must give the same findings, lines and notes
+    usual = lint_folder(umami_migrations).to_dict()
+    done = start_squawk(umami_migrations)
+    while done.running():
+        time.sleep(0.01)
+    late = lint_folder(umami_migrations, squawk=done).to_dict()
+    assert late == usual
+    assert any(m["notes"] for m in late["migrations"]) and any(m["findings"] for m in late["migrations"])
