@@ -12,7 +12,7 @@ import argparse
 import subprocess
 import sys
 
-BENCHMARKS = {
+BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "engine": ([], ["--counts", "200", "--hold", "5", "--runs", "1"]),
     "startup": ([], ["--runs", "5"]),
     "plan": ([], ["--counts", "1000", "--lint-only", ""]),

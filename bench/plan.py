@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 from actions.lint import lint_folder, squawk_binary
-from bench.engine import UMAMI, _drop_db, _fresh_db, _generated
+from bench.common import drop_db, fresh_db
+from bench.engine import UMAMI, _generated
 from tests.botstack import ALICE, CHANNEL, bot_stack, make_config
 
 TARGET = 3.0
@@ -80,8 +81,8 @@ async def plan_posting(admin: str, label: str, corpus: Path) -> None:
     last = last_name(corpus)
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
         shutil.copytree(corpus, Path(tmp) / "migrations")
-        staging = await _fresh_db(admin, "bench_plan_staging")
-        prod = await _fresh_db(admin, "bench_plan_prod")
+        staging = await fresh_db(admin, "bench_plan_staging")
+        prod = await fresh_db(admin, "bench_plan_prod")
         try:
             config = make_config(Path(tmp), staging, prod)
             async with bot_stack(config, time_factor=1.0, check_mentions=False) as s:
@@ -99,8 +100,8 @@ async def plan_posting(admin: str, label: str, corpus: Path) -> None:
                                                    for r in run_message().replies), 300)
                 await s.settle()
         finally:
-            await _drop_db(admin, "bench_plan_staging")
-            await _drop_db(admin, "bench_plan_prod")
+            await drop_db(admin, "bench_plan_staging")
+            await drop_db(admin, "bench_plan_prod")
 
     def since(t: float | None) -> str:
         return f"{t - t0:.2f}s" if t is not None else "not within the wait"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import platform
 import re
@@ -43,7 +44,7 @@ import asyncpg
 
 from actions.db import quote_ident, with_database
 from bench.common import percentile
-from bot.simulator.local_slack import LocalSlack
+from bot.simulator.local_slack import LocalSlack, Message
 from bot.simulator.slack_requests import SlackDriver
 
 SECRET = "bench-replicas-signing-secret-0123456789"
@@ -114,7 +115,7 @@ channel = "{CHANNEL}"
             self.ports.append(port)
             self.drivers.append(SlackDriver(f"http://127.0.0.1:{port}/slack/events", SECRET, self.slack,
                                             timeout=30))
-            await wait_for(lambda p=port: self.role(p))
+            await wait_for(functools.partial(self.role, port))
 
     async def role(self, port: int) -> str | None:
         try:
@@ -132,6 +133,14 @@ channel = "{CHANNEL}"
                 await proc.wait()
         for driver in self.drivers:
             await driver.close()
+
+
+def message_at(slack: LocalSlack, ts: str) -> Message:
+    """The channel's message ``ts``, which the bench saw posted."""
+    msg = slack.message(CHANNEL, ts)
+    if msg is None:
+        raise SystemExit(f"message {ts} is no longer in {CHANNEL}")
+    return msg
 
 
 def run_message(slack: LocalSlack) -> Any:
@@ -157,12 +166,18 @@ async def ack_latency(cluster: Cluster, n: int, rounds: int) -> list[float]:
     for _ in range(rounds):
         before = len(cluster.slack.messages(CHANNEL))
         times += await asyncio.gather(*(one(i) for i in range(n)))
-        await wait_for(lambda b=before: len(cluster.slack.messages(CHANNEL)) > b and run_message(cluster.slack))
+        def posted(known: int = before) -> Any:
+            return len(cluster.slack.messages(CHANNEL)) > known and run_message(cluster.slack)
+
+        await wait_for(posted)
         await cluster.slack.wait_idle(quiet=0.5, timeout=60)
         msg = max((m for m in cluster.slack.messages(CHANNEL) if " requested by " in m.text), key=lambda m: m.ts)
         requester = next(u for u in users if f"<@{u}>" in msg.text)
         await cluster.drivers[0].click(requester, CHANNEL, msg.ts, "abort")  # frees staging for the next round
-        await wait_for(lambda ts=msg.ts: "abort" in (cluster.slack.message(CHANNEL, ts).text or "").lower())
+        def aborted(ts: str = msg.ts) -> bool:
+            return "abort" in (message_at(cluster.slack, ts).text or "").lower()
+
+        await wait_for(aborted)
         await cluster.slack.wait_idle(quiet=0.5, timeout=60)
     return times
 
@@ -176,19 +191,19 @@ async def failover(cluster: Cluster) -> float:
     msg = await wait_for(lambda: (m := run_message(cluster.slack)) and "checkboxes" in str(m.blocks) and m)
     # the review box appears once the SQL is in the thread (and the bot's checks ran after it)
     asks = "read the SQL in the thread, then tick"
-    await wait_for(lambda: asks in str(cluster.slack.message(CHANNEL, msg.ts).blocks))
-    msg = cluster.slack.message(CHANNEL, msg.ts)
+    await wait_for(lambda: asks in str(message_at(cluster.slack, msg.ts).blocks))
+    msg = message_at(cluster.slack, msg.ts)
     values = [o["value"] for b in msg.blocks if b.get("type") == "actions" for e in b["elements"]
               if e.get("type") == "checkboxes" for o in e["options"]]
     await driver.check(REQUESTER, CHANNEL, msg.ts, "checklist", values)
-    await wait_for(lambda: "'action_id': 'run'" in str(cluster.slack.message(CHANNEL, msg.ts).blocks))
+    await wait_for(lambda: "'action_id': 'run'" in str(message_at(cluster.slack, msg.ts).blocks))
     await driver.click(REQUESTER, CHANNEL, msg.ts, "run")
-    await wait_for(lambda: "Apply `20240102000000_slow`" in str(cluster.slack.message(CHANNEL, msg.ts).blocks)
-                   and "running" in cluster.slack.message(CHANNEL, msg.ts).text, timeout=120)
+    await wait_for(lambda: "Apply `20240102000000_slow`" in str(message_at(cluster.slack, msg.ts).blocks)
+                   and "running" in message_at(cluster.slack, msg.ts).text, timeout=120)
     await asyncio.sleep(1.0)  # inside the slow migration
     cluster.procs[owner].send_signal(signal.SIGKILL)
     killed = time.monotonic()
-    await wait_for(lambda: any("stopped answering" in r.text for r in cluster.slack.message(CHANNEL, msg.ts).replies),
+    await wait_for(lambda: any("stopped answering" in r.text for r in message_at(cluster.slack, msg.ts).replies),
                    timeout=300)
     return time.monotonic() - killed
 
