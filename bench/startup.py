@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.engine import BUILD, UMAMI, _drop_db, _fresh_db, _generated
+from bench.common import drop_db, fresh_db
+from bench.engine import BUILD, UMAMI, _generated
 
 TARGET_MS = 120.0
 
@@ -62,7 +63,7 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     migrabot = str(Path(sys.executable).parent / "migrabot")
-    url = await _fresh_db(args.admin_url, "bench_startup")
+    url = await fresh_db(args.admin_url, "bench_startup")
     try:
         with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
             folder = UMAMI if UMAMI.is_dir() else _generated(Path(tmp) / "m", 19)
@@ -72,9 +73,10 @@ async def main() -> None:
             base_imports = imports_ms("pass")
             rows = [
                 ("migrabot --version", [migrabot, "--version"],
-                 "import bot.cli; bot.cli.build_parser()"),
+                 "import bot.cli; bot.cli.build_parser(bot.cli.parser_modules(['--version']))"),
                 ("migrabot status dev", [migrabot, "status", "dev", "--config", str(config)],
-                 "import bot.cli; bot.cli.build_parser(); import actions.status"),
+                 "import bot.cli; bot.cli.build_parser(bot.cli.parser_modules(['status'])); import bot.config; "
+                 "import actions.status"),
             ]
             print(f"baseline `python -c pass`: {base * 1000:.0f} ms (imports {base_imports:.0f} ms)")
             for label, cmd, code in rows:
@@ -85,7 +87,7 @@ async def main() -> None:
                       f"({over / TARGET_MS:.2f}x the {TARGET_MS:.0f} ms target); its imports {imports:.0f} ms",
                       flush=True)
     finally:
-        await _drop_db(args.admin_url, "bench_startup")
+        await drop_db(args.admin_url, "bench_startup")
 
 
 if __name__ == "__main__":

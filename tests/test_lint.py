@@ -15,7 +15,7 @@ import pytest
 from actions.errors import ActionError
 from actions.lint import DEFAULT_EXCLUDE, lint_folder, lint_migrations, lint_sql
 from actions.squawk import SquawkRun, start_squawk
-from bot.cli import ALONE, CONFIG_FILE, build_parser, command_word, main
+from bot.cli import COMMANDS, CONFIG_FILE, build_parser, command_word, main
 from bot.config import DEFAULT_CONFIG_PATH
 
 # One migration per item of the runbook's "Risky Operations" list (and the index/constraint items
@@ -200,16 +200,29 @@ def test_cli_lint_folder_loads_neither_asyncio_nor_the_configuration_when_there_
     assert "zero-downtime safe: yes" in done.stdout
 
 
-def test_lint_parser_built_alone_is_the_full_ones_lint() -> None:
-    def lint_help(parser: argparse.ArgumentParser) -> str:
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        return sub.choices["lint"].format_help()
-
-    assert ALONE["lint"] == "bot.cli.lint_cmd"
-    assert lint_help(build_parser((ALONE["lint"],))) == lint_help(build_parser())
+def test_each_commands_parser_built_alone_is_the_full_ones() -> None:
+    # `migrabot COMMAND` builds only its own module's parser: the same options and help as in the whole
+    # parser, and the table names every command there is
+    full = build_parser()
+    sub = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(COMMANDS) == set(sub.choices)
+    for name, module in COMMANDS.items():
+        alone = build_parser((module,))
+        alone_sub = next(a for a in alone._actions if isinstance(a, argparse._SubParsersAction))
+        assert alone_sub.choices[name].format_help() == sub.choices[name].format_help(), name
+    assert COMMANDS["lint"] == "bot.cli.lint_cmd"
     assert command_word(["--config=x.toml", "--json", "lint", "dir"]) == "lint"
     assert command_word(["-h"]) is None and command_word([]) is None
     assert CONFIG_FILE == DEFAULT_CONFIG_PATH  # lint_cmd looks for the file without loading bot.config
+
+
+def test_version_and_an_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0 and capsys.readouterr().out.startswith("migrabot ")
+    with pytest.raises(SystemExit) as unknown:
+        main(["nosuch"])
+    assert unknown.value.code == 2 and "'lint'" in capsys.readouterr().err  # the choices, all of them
 
 
 def test_a_squawk_that_refuses_the_exclusions_is_run_again_without_them(tmp_path: Path,

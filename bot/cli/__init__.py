@@ -43,9 +43,20 @@ COMMAND_MODULES = (
     "bot.cli.rehearse_cmd",
 )
 
-#: Commands whose parser is built alone when they are the one run: `migrabot lint DIR` runs on every
-#: push in CI and should cost little more than squawk, so it loads no other command's module.
-ALONE = {"lint": "bot.cli.lint_cmd"}
+#: The module of each command: the parser is built with the module of the command being run only
+#: (`migrabot lint DIR` runs on every push in CI; `serve`'s module alone loads asyncio), and with none
+#: for `migrabot --version`. A test checks this table against what the modules register.
+COMMANDS = {
+    "backup": "bot.cli.backup_cmd", "backups": "bot.cli.backup_cmd", "restore": "bot.cli.backup_cmd",
+    "check-config": "bot.cli.config_cmd",
+    "console": "bot.cli.console_cmd", "demo": "bot.cli.console_cmd",
+    "drift": "bot.cli.drift_cmd",
+    "status": "bot.cli.engine_cmd", "deploy": "bot.cli.engine_cmd", "resolve": "bot.cli.engine_cmd",
+    "lint": "bot.cli.lint_cmd",
+    "report": "bot.cli.monitor_cmd", "health": "bot.cli.monitor_cmd", "blockers": "bot.cli.monitor_cmd",
+    "rehearse": "bot.cli.rehearse_cmd",
+    "serve": "bot.cli.serve_cmd",
+}
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 
@@ -184,7 +195,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
-    """The whole parser; ``modules``: only those commands' (see :data:`ALONE`)."""
+    """The whole parser; ``modules``: only those commands' (see :data:`COMMANDS`)."""
     parser = argparse.ArgumentParser(
         prog="migrabot",
         description="Run PostgreSQL (Prisma) schema migrations the way the runbook says.",
@@ -266,6 +277,21 @@ def command_word(argv: list[str]) -> str | None:
     return None
 
 
+def parser_modules(argv: list[str]) -> tuple[str, ...]:
+    """The command modules the parser needs for ``argv``: the named command's, none for ``--version``
+    alone, all of them otherwise (``--help``, or a word that is no command: the error lists them all).
+
+    >>> parser_modules(["lint", "dir"]), parser_modules(["--version"]), len(parser_modules(["-h"]))
+    (('bot.cli.lint_cmd',), (), 9)
+    """
+    word = command_word(argv)
+    if word in COMMANDS:
+        return (COMMANDS[word],)
+    if word is None and argv and all(a == "--version" for a in argv):
+        return ()
+    return COMMAND_MODULES
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The errors a person can act on, printed as one sentence; the configuration's only once it was loaded
     (looked up, not imported: a command that never read the configuration cannot have raised it)."""
@@ -275,8 +301,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    alone = ALONE.get(command_word(argv) or "")
-    parser = build_parser((alone,) if alone else COMMAND_MODULES)
+    parser = build_parser(parser_modules(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
