@@ -9,7 +9,6 @@ from bot.actor import Actor
 from bot.command_parser import USAGE, Command, UsageError, environments_hint, parse
 from bot.render import messages
 from bot.workflow import Workflow
-from state import dedup
 
 Work = Callable[[Workflow, Command, Actor], Coroutine[Any, Any, Any]]
 
@@ -40,11 +39,6 @@ def shown_options(body: dict[str, Any]) -> list[str] | None:
             if element.get("action_id") == action.get("action_id"):
                 return [o.get("value") for o in element.get("initial_options") or []]
     return None
-
-
-def first_time(wf: Workflow, *parts: Any) -> bool:
-    """False for a request already handled (Slack retries, double submits)."""
-    return dedup.first_time(wf.store, dedup_key(*parts))
 
 
 def dedup_key(*parts: Any) -> str:

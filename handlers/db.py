@@ -7,7 +7,7 @@ from typing import Any
 from bot import monitoring
 from bot.runs import terminate
 from bot.workflow import Workflow
-from handlers.common import Work, action_key, actor_from_action, first_time, register_slash
+from handlers.common import Work, action_key, actor_from_action, dedup_key, register_slash
 
 RUNNERS: dict[str, Work] = {
     "report": lambda wf, cmd, actor: monitoring.post_report(wf, wf.env(cmd.env), actor),
@@ -34,6 +34,8 @@ def register(app: Any, wf: Workflow) -> None:
     async def on_terminate(ack: Any, body: dict[str, Any]) -> None:
         target = terminate_target((body.get("actions") or [{}])[0].get("value"))
         env = wf.config.environment(target[0]) if target else None
-        if env is not None and target and first_time(wf, *action_key(body)):
-            wf.spawn(terminate.request_terminate(wf, env, target[1], actor_from_action(body)), f"terminate-{target[1]}")
+        if env is not None and target:  # once per click, decided on the worker loop: the ack does not wait
+            wf.spawn_once(dedup_key(*action_key(body)), terminate.request_terminate(wf, env, target[1],
+                                                                                    actor_from_action(body)),
+                          f"terminate-{target[1]}")
         await ack()

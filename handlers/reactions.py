@@ -7,7 +7,7 @@ from typing import Any
 from bot.actor import Actor
 from bot.runs import controls
 from bot.workflow import Workflow
-from handlers.common import first_time
+from handlers.common import dedup_key
 from state import runs
 
 
@@ -24,16 +24,15 @@ def register(app: Any, wf: Workflow) -> None:
         item = event.get("item") or {}
         if decision is None or item.get("type") != "message":
             return
-        if not first_time(wf, "event", body.get("event_id", "")):
-            return
         run = runs.by_message(wf.store, item.get("channel", ""), item.get("ts", ""))
         if run is None:
             return
         actor = Actor(user=event["user"], channel=item["channel"])
+        key = dedup_key("event", body.get("event_id", ""))  # Slack retries an event it thinks was lost
         if removed:
-            wf.spawn(controls.withdraw(wf, run["id"], actor, decision), "withdraw")
+            wf.spawn_once(key, controls.withdraw(wf, run["id"], actor, decision), "withdraw")
         else:
-            wf.spawn(controls.vote(wf, run["id"], actor, decision, via="reaction"), "vote")
+            wf.spawn_once(key, controls.vote(wf, run["id"], actor, decision, via="reaction"), "vote")
 
     @app.event("reaction_added")
     async def reaction_added(body: dict[str, Any], event: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from bot.actor import Actor
 from bot.render.messages import CONFIRM_ACTION, CONFIRM_BLOCK
 from bot.runs import controls
 from bot.workflow import Workflow
-from handlers.common import first_time
+from handlers.common import dedup_key
 from state import runs
 
 
@@ -31,9 +31,10 @@ def register(app: Any, wf: Workflow) -> None:
             await ack(response_action="errors", errors={CONFIRM_BLOCK: error})
             return
         run = runs.get(wf.store, run_id)
-        if run is not None and first_time(wf, "view", view.get("id", ""), "submitted"):
+        if run is not None:  # once per view (a double submit starts nothing more), decided after the ack
             actor = Actor(user=body["user"]["id"], channel=run["channel"])
-            wf.spawn(controls.start(wf, run_id, actor), f"start-{run_id}")
+            wf.spawn_once(dedup_key("view", view.get("id", ""), "submitted"), controls.start(wf, run_id, actor),
+                          f"start-{run_id}")
         await ack()
 
     @app.view_closed("confirm_run")
@@ -44,6 +45,7 @@ def register(app: Any, wf: Workflow) -> None:
         except (ValueError, KeyError, TypeError):
             return
         run = runs.get(wf.store, run_id)
-        if run is not None and first_time(wf, "view", view.get("id", ""), "closed"):
-            wf.spawn(controls.dismiss(wf, run_id, Actor(user=body["user"]["id"], channel=run["channel"])),
-                     f"cancel-{run_id}")
+        if run is not None:
+            wf.spawn_once(dedup_key("view", view.get("id", ""), "closed"),
+                          controls.dismiss(wf, run_id, Actor(user=body["user"]["id"], channel=run["channel"])),
+                          f"cancel-{run_id}")

@@ -134,7 +134,8 @@ class Chain:
         self.holder = await asyncpg.connect(self.url, server_settings={"application_name": "holder-app"})
         self.waiter = await asyncpg.connect(self.url)
         await self.holder.execute("CREATE TABLE IF NOT EXISTS t (id int)")
-        await self.holder.execute(f"BEGIN; LOCK TABLE t IN {self.mode} MODE /* {SECRET} */")
+        # a password in the query text (a URL in a comment): the listing must not show it
+        await self.holder.execute(f"BEGIN; LOCK TABLE t IN {self.mode} MODE /* postgresql://a:{SECRET}@x/y */")
         self.waiting = asyncio.ensure_future(self.waiter.fetch(self.waiter_sql))
         self.pid = self.holder.get_server_pid()
         return self
